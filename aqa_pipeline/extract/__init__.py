@@ -1,0 +1,1 @@
+"""Stage 1: videos and frame folders -> clip sampling -> frozen backbone -> feature cache."""

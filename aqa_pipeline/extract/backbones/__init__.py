@@ -1,0 +1,24 @@
+"""Frozen video backbones: `build(name, weights=...)` -> module with forward_features (B, D)."""
+
+from . import i3d as _i3d  # noqa: F401  (registers "i3d")
+from .checkpoints import Checkpoint, read_checkpoint, sha256_file
+from .registry import (
+    Backbone,
+    BackboneSpec,
+    build,
+    get_spec,
+    list_backbones,
+    register_backbone,
+)
+
+__all__ = [
+    "Backbone",
+    "BackboneSpec",
+    "Checkpoint",
+    "build",
+    "get_spec",
+    "list_backbones",
+    "read_checkpoint",
+    "register_backbone",
+    "sha256_file",
+]

@@ -1,0 +1,218 @@
+"""The backbone registry: specs, the `Backbone` base class and `build`.
+
+Builders register themselves with `@register_backbone(spec)` (timm style). A builder takes the
+loaded `Checkpoint` (or None for random init) plus architecture keyword arguments, and returns
+a `Backbone` with the checkpoint's weights already in it; `build` does everything else (argument
+checks, reading and hashing the file, seeding, provenance).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aqa_pipeline.errors import AqaError
+
+from .checkpoints import Checkpoint, hub_checkpoint_file, hub_hash_prefix, read_checkpoint
+
+NORMALISATIONS = ("imagenet", "minus1_1", "kinetics")
+HUB_SOURCES = ("torchvision", "pytorchvideo")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a caller needs to know about a backbone before running it.
+
+    normalisation names the preprocessing preset the weights expect: "imagenet" (ImageNet
+    mean/std on [0, 1]), "minus1_1" (RGB scaled to [-1, 1]) or "kinetics" (mean 0.45, std 0.225).
+    min_frames and min_size (pixels, for H and W) are the smallest clip the network accepts.
+    """
+
+    name: str
+    feature_dim: int | None  # None when it depends on architecture kwargs (swin3d)
+    normalisation: str
+    min_frames: int
+    description: str
+    min_size: int = 1
+    layouts: tuple[str, ...] = ()  # checkpoint layouts it loads, see checkpoints.py
+    hub_source: str | None = None  # weights="torchvision" / "pytorchvideo" is allowed
+    hub_url: str | None = None  # ...and means the file torch.hub would keep for this URL
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation preset {self.normalisation!r}")
+
+    @property
+    def normalization(self) -> str:
+        """Alias of `normalisation`."""
+        return self.normalisation
+
+
+class Backbone(nn.Module):
+    """A frozen video backbone: `forward_features(x)` maps clips (B, 3, T, H, W) to (B, D).
+
+    Attributes set by the subclass: feature_dim (D), num_classes (of the classifier that came
+    with the weights; 0 when there is none), layout (its native key layout and numerics) and
+    arch (its architecture settings, JSON-friendly). `build` adds spec and weights_info.
+    """
+
+    feature_dim: int
+    num_classes: int = 0
+    layout: str = ""
+    arch: dict[str, Any]
+    spec: BackboneSpec
+    weights_info: dict[str, Any]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) normalised float clips -> (B, feature_dim) pooled features."""
+        raise NotImplementedError
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, num_classes) class scores of the checkpoint's own classifier."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    def _require_classifier(self) -> None:
+        if self.num_classes == 0:
+            raise AqaError(f"{type(self).__name__}: these weights have no classifier head")
+
+
+def check_clip(x: torch.Tensor, backbone: str) -> None:
+    """Raise AqaError unless x is a batch of RGB clips shaped (B, 3, T, H, W)."""
+    if x.ndim != 5 or x.shape[1] != 3:
+        raise AqaError(f"{backbone}: expected clips shaped (B, 3, T, H, W), got {tuple(x.shape)}")
+
+
+def check_pool_fits(
+    feature_map: torch.Tensor, kernel: tuple[int, int, int], clip: torch.Tensor, spec_name: str
+) -> None:
+    """Raise AqaError if the last feature map (B, C, T', H', W') is smaller than the final
+    average-pool kernel, i.e. the input clip was too short or too small."""
+    if any(size < k for size, k in zip(feature_map.shape[2:], kernel)):
+        spec = get_spec(spec_name)
+        raise AqaError(
+            f"{spec_name}: a {'x'.join(map(str, clip.shape[2:]))} (T x H x W) clip is too small: "
+            f"the final feature map is {'x'.join(map(str, feature_map.shape[2:]))}, smaller than "
+            f"the {'x'.join(map(str, kernel))} average pool. Use at least {spec.min_frames} "
+            f"frames of {spec.min_size}x{spec.min_size} pixels."
+        )
+
+
+Builder = Callable[..., Backbone]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    spec: BackboneSpec
+    builder: Builder
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> Callable[[Builder], Builder]:
+    """Decorator registering `builder(checkpoint, **arch) -> Backbone` under spec.name."""
+
+    def decorator(builder: Builder) -> Builder:
+        if spec.name in _REGISTRY:
+            raise ValueError(f"backbone {spec.name!r} is already registered")
+        _REGISTRY[spec.name] = _Entry(spec, builder)
+        return builder
+
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    """Names of all registered backbones, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The registered spec of backbone `name`."""
+    return _entry(name).spec
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _REGISTRY:
+        raise AqaError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+    return _REGISTRY[name]
+
+
+def build(
+    name: str,
+    weights: str | Path | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    allow_unsafe_pickle: bool = False,
+    **arch: Any,
+) -> Backbone:
+    """Build backbone `name` in eval mode, with weights from a file or seeded random weights.
+
+    weights: a checkpoint file in one of the layouts the backbone loads (see
+        `get_spec(name).layouts`), or "torchvision" / "pytorchvideo" for the file torch.hub
+        would use for this model, looked up in $TORCH_HOME/hub/checkpoints (never downloaded).
+    random_init: use random weights drawn from `seed` (same seed, same weights); the global
+        RNG state is left untouched.
+    allow_unsafe_pickle: load files that need full unpickling (can run code; trusted files only).
+    arch: architecture keyword arguments of the builder (e.g. swin3d's embed_dim, i3d's numerics).
+    """
+    entry = _entry(name)
+    if weights is None and not random_init:
+        raise AqaError(
+            f"backbone {name!r} needs weights: pass a weights file (--weights) or --random-init"
+        )
+    if weights is not None and random_init:
+        raise AqaError(f"backbone {name!r}: pass either a weights file or random_init, not both")
+    _check_arch_kwargs(entry, arch)
+
+    checkpoint = None
+    if weights is not None:
+        path, sha256_prefix = _resolve_weights(entry.spec, weights)
+        checkpoint = read_checkpoint(path, allow_unsafe_pickle, sha256_prefix)
+        checkpoint.require_layout(entry.spec.layouts, name)
+
+    # Builders initialise their modules from the global RNG: seed a fork of it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = entry.builder(checkpoint, **arch)
+
+    model.spec = replace(entry.spec, feature_dim=model.feature_dim)
+    model.weights_info = {
+        "path": str(checkpoint.path) if checkpoint else None,
+        "sha256": checkpoint.sha256 if checkpoint else None,
+        "layout": checkpoint.layout if checkpoint else model.layout,
+        "random_init": checkpoint is None,
+        "seed": None if checkpoint else seed,
+        "num_classes": model.num_classes,
+    }
+    return model.eval()
+
+
+def _check_arch_kwargs(entry: _Entry, arch: dict[str, Any]) -> None:
+    params = inspect.signature(entry.builder).parameters
+    accepted = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(arch) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) if accepted else "no architecture arguments"
+        raise AqaError(
+            f"backbone {entry.spec.name!r} does not take {', '.join(unknown)}; it takes: {takes}"
+        )
+
+
+def _resolve_weights(spec: BackboneSpec, weights: str | Path) -> tuple[Path, str | None]:
+    """The weights file to read, and the sha256 prefix its torch.hub name promises (if any)."""
+    if isinstance(weights, str) and weights in HUB_SOURCES:
+        if spec.hub_source != weights or spec.hub_url is None:
+            other = f"; it can use weights={spec.hub_source!r}" if spec.hub_source else ""
+            raise AqaError(f"backbone {spec.name!r} has no {weights} weights{other}")
+        path = hub_checkpoint_file(spec.hub_url, weights)
+        return path, hub_hash_prefix(path.name)
+    return Path(weights), None

@@ -1,0 +1,101 @@
+"""`aqa extract`: the feature-extraction command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from aqa_pipeline.config import load_config, set_dotted
+from aqa_pipeline.errors import AqaError, SomeFailedError
+from aqa_pipeline.extract.runner import ExtractJob, ExtractSummary, run_extraction
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "extract"
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path, or the name of a recipe shipped in configs/extract (`i3d_musdl`)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected K/N (e.g. 0/4), got {value!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise click.BadParameter(f"needs 0 <= K < N, got {value}")
+    return k, n
+
+
+def print_summary(summary: ExtractSummary) -> None:
+    click.echo(
+        f"{summary.output}: {summary.n_videos} videos, {summary.n_extracted} extracted, "
+        f"{summary.n_skipped} already done, {summary.n_failed} failed, "
+        f"{summary.n_clips} clips in the cache ({summary.seconds:.1f} s)"
+    )
+    for f in summary.failed:
+        click.echo(f"  failed {f['video_id']}: {f['error']}", err=True)
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, help="Recipe YAML, or a name in configs/extract (i3d_musdl, swin_b_gdlt ...).")
+@click.option("--input", "input_path", required=True, help="A folder of videos / frame folders, or a manifest CSV video_id,path[,start_frame,end_frame].")
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HDF5 cache to write (resumed if present).")
+@click.option("--backbone", default=None, help="Override the recipe's backbone (i3d, i3d_r50, swin3d_t, swin3d_s, swin3d_b, swin3d).")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Pretrained weights file (its sha256 is recorded).")
+@click.option("--random-init", is_flag=True, help="Use a seeded random backbone (recorded in the cache); for tests and demos.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=None, type=int, help="Clips per backbone batch (default: the recipe's, else 8).")
+@click.option("--workers", default=None, type=int, help="Decode worker processes (default: the recipe's, else 2).")
+@click.option("--shard", default=None, help="Process only part K of N (0-based K), e.g. 0/4.")
+@click.option("--dtype", default="float32", type=click.Choice(["float32", "float16"]), show_default=True, help="Storage dtype of the features.")
+@click.option("--amp", default="auto", type=click.Choice(["auto", "none", "bf16", "fp16"]), show_default=True, help="Mixed precision (auto: bf16/fp16 on CUDA, none on CPU).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the backbone.")
+@click.option("--allow-unsafe-pickle", is_flag=True, help="Load a weights file that needs full unpickling (only for files you trust).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config entry, e.g. --set sampling.clip_len=32.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+def extract(config_path, input_path, output, backbone, weights, random_init, device, batch_size,
+            workers, shard, dtype, amp, compile_, allow_unsafe_pickle, overrides, as_json, progress):  # fmt: skip
+    """Run a frozen backbone over clip-sampled frames and cache the features in HDF5.
+
+    Resumable: a rerun skips finished videos. A video that fails is recorded with its reason
+    and the command exits 4; a cache made with another recipe or backbone exits 3.
+    """
+    if weights and random_init:
+        raise click.UsageError("give --weights or --random-init, not both")
+    config = load_config(resolve_config_path(config_path), overrides)
+    if backbone:
+        set_dotted(config, "backbone.name", backbone)
+    if not isinstance(config.get("backbone"), dict) or "name" not in config["backbone"]:
+        raise AqaError(f"{config_path}: the config names no backbone (backbone.name)")
+    runtime = config.get("extract") or {}
+    job = ExtractJob(
+        config=config,
+        input=str(input_path),
+        output=output,
+        weights=weights,
+        random_init=random_init,
+        device=device,
+        batch_size=batch_size or int(runtime.get("batch_size", 8)),
+        workers=workers if workers is not None else int(runtime.get("workers", 2)),
+        shard=parse_shard(shard),
+        dtype=dtype,
+        amp=amp,
+        compile=compile_,
+        allow_unsafe_pickle=allow_unsafe_pickle,
+    )
+    summary = run_extraction(job, progress=progress)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print_summary(summary)
+    if summary.n_failed:
+        raise SomeFailedError(f"{summary.n_failed} of {summary.n_videos} videos failed (recorded in {output})")

@@ -1,0 +1,361 @@
+"""`aqa extract`: sources -> decode workers -> batched backbone -> feature cache.
+
+Decoding runs in DataLoader worker processes that stream clips (uint8) to the main
+process, which batches clips across videos through the backbone. Every finished video
+goes to the part store at once (see parts.py); the cache is assembled at the end and
+moved into place atomically. A rerun skips the videos already done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from aqa_pipeline.config import config_hash
+from aqa_pipeline.errors import AqaError
+from aqa_pipeline.extract.decode import FrameCountError, Probe, iter_clips, probe
+from aqa_pipeline.extract.engine import ClipEngine, resolve_amp, resolve_device
+from aqa_pipeline.extract.parts import PartStore
+from aqa_pipeline.extract.preprocess import Preprocess
+from aqa_pipeline.extract.sampling import plan_clips
+from aqa_pipeline.extract.sources import VideoSource, discover_sources, ids_digest, select_shard
+from aqa_pipeline.features.store import (
+    STATUS_FAILED,
+    FeatureSet,
+    VideoRecord,
+    check_key,
+    read_features,
+    write_features,
+)
+from aqa_pipeline.provenance import environment
+
+log = logging.getLogger(__name__)
+DTYPES = ("float32", "float16")
+
+
+@dataclass
+class ExtractJob:
+    """Everything one extraction run needs; picklable (shipped to Slurm tasks as is)."""
+
+    config: dict[str, Any]
+    input: str
+    output: Path
+    weights: str | None = None
+    random_init: bool = False
+    device: str = "cpu"
+    batch_size: int = 8
+    workers: int = 2
+    shard: tuple[int, int] | None = None
+    dtype: str = "float32"
+    amp: str = "auto"
+    compile: bool = False
+    allow_unsafe_pickle: bool = False
+
+
+@dataclass
+class ExtractSummary:
+    output: Path
+    n_videos: int = 0
+    n_extracted: int = 0
+    n_skipped: int = 0
+    n_failed: int = 0
+    n_clips: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["output"] = str(self.output)
+        return out
+
+
+def shard_path(output: Path, k: int, n: int) -> Path:
+    """cache.h5 -> cache.shard-0-of-2.h5"""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.shard-{k}-of-{n}{output.suffix}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The numeric part of an extract config: sampling and preprocessing."""
+
+    sampling: dict[str, Any]
+    preprocess: Preprocess
+    preprocess_config: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Recipe:
+        for key in ("backbone", "sampling", "preprocess"):
+            if not isinstance(config.get(key), dict):
+                raise AqaError(f"extract config: missing section {key!r}")
+        pre = dict(config["preprocess"])
+        return cls(dict(config["sampling"]), Preprocess.from_config(pre), pre)
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+class ClipStream(IterableDataset):
+    """Yields, per video: ("start", pos, info), ("clip", pos, k, (L, H, W, 3) uint8 tensor)...,
+    ("done", pos, error or ""). Worker w of W takes videos w, w + W, ..."""
+
+    def __init__(self, sources: list[VideoSource], recipe: Recipe):
+        self.sources = sources
+        self.recipe = recipe
+
+    def __iter__(self) -> Iterator[tuple]:
+        worker = get_worker_info()
+        wid, nw = (worker.id, worker.num_workers) if worker else (0, 1)
+        for pos in range(wid, len(self.sources), nw):
+            yield from self._video(pos, self.sources[pos])
+
+    def _video(self, pos: int, source: VideoSource) -> Iterator[tuple]:
+        try:
+            info: Probe = probe(source)
+            try:
+                yield from self._clips(pos, source, info)
+            except FrameCountError as exc:
+                # the container promised more frames than decode: plan again on the real
+                # count (a new "start" record tells the main process to drop the old clips)
+                real = exc.decoded - info.start
+                if real <= 0 or real >= info.num_frames:
+                    raise
+                yield from self._clips(pos, source, replace(info, num_frames=real))
+        except Exception as exc:  # any failure of one video is recorded, never fatal
+            yield ("done", pos, f"{type(exc).__name__}: {exc}")
+            return
+        yield ("done", pos, "")
+
+    def _clips(self, pos: int, source: VideoSource, info: Probe) -> Iterator[tuple]:
+        sampling = self.recipe.sampling
+        fps = info.fps
+        if source.kind == "frames":
+            fps = float(sampling.get("source_fps") or sampling.get("target_fps") or 0)
+        plan = plan_clips(sampling, info.num_frames, fps)
+        frames = np.stack([plan.min(axis=1), plan.max(axis=1) + 1], axis=1) + info.start
+        yield ("start", pos, {"num_clips": len(plan), "frames": frames,
+                              "num_frames": info.num_frames, "fps": fps})  # fmt: skip
+        for k, clip in iter_clips(source, info, plan, self.recipe.preprocess):
+            yield ("clip", pos, k, torch.from_numpy(clip))
+
+
+@dataclass
+class _Pending:
+    source: VideoSource
+    info: dict[str, Any] | None = None
+    feats: np.ndarray | None = None
+    n_ready: int = 0
+    generation: int = 0  # bumped when the worker re-plans the video's clips
+    finished: bool = False
+    error: str = ""
+
+
+# ---------------------------------------------------------------------------- the job
+
+
+def build_backbone(job: ExtractJob):
+    from aqa_pipeline.extract.backbones import build
+
+    cfg = job.config["backbone"]
+    return build(
+        cfg["name"],
+        weights=job.weights,
+        random_init=job.random_init,
+        seed=int(cfg.get("seed", 0)),
+        allow_unsafe_pickle=job.allow_unsafe_pickle,
+        **dict(cfg.get("arch") or {}),
+    )
+
+
+def key_fields_for(job: ExtractJob, recipe: Recipe, backbone, amp: str) -> dict[str, Any]:
+    """The fields that change the numbers; their hash is the cache key."""
+    info = backbone.weights_info
+    cfg = job.config["backbone"]
+    weights = {"sha256": info.get("sha256"), "random_init": bool(info.get("random_init"))}
+    if weights["random_init"]:
+        weights["seed"] = info.get("seed")
+    return {
+        "backbone": {"name": cfg["name"], "arch": dict(cfg.get("arch") or {})},
+        "feature_dim": int(backbone.feature_dim),
+        "weights": weights,
+        "sampling": recipe.sampling,
+        "preprocess": recipe.preprocess_config,
+        "dtype": job.dtype,
+        "compute_precision": "float32" if amp == "none" else amp,
+    }
+
+
+def run_extraction(job: ExtractJob, progress: bool | None = None) -> ExtractSummary:
+    """Extract every source of `job.input` (or its shard) into `job.output`, resumably."""
+    start_time = time.perf_counter()
+    output = Path(job.output)
+    if job.dtype not in DTYPES:
+        raise AqaError(f"--dtype must be one of {DTYPES}, got {job.dtype!r}")
+    recipe = Recipe.from_config(job.config)
+    all_sources = discover_sources(job.input)
+    sources = select_shard(all_sources, *job.shard) if job.shard else all_sources
+    device = resolve_device(job.device)
+    amp = resolve_amp(job.amp, device)
+    backbone = build_backbone(job)
+    min_frames = getattr(getattr(backbone, "spec", None), "min_frames", 1) or 1
+    clip_len = int(recipe.sampling.get("clip_len", 0))
+    if clip_len < min_frames:
+        raise AqaError(f"sampling.clip_len {clip_len} < {min_frames} frames the backbone needs")
+    key_fields = key_fields_for(job, recipe, backbone, amp)
+
+    existing: FeatureSet | None = None
+    if output.exists():
+        existing = read_features(output)
+        check_key(existing.key_fields, key_fields, f"{output}")
+    parts = PartStore(output, key_fields)
+    try:
+        done = {r.video_id: r for r in existing.records()} if existing else {}
+        done.update(parts.records())
+        todo = [s for s in sources if not (s.video_id in done and done[s.video_id].ok)]
+        summary = ExtractSummary(output=output, n_videos=len(sources))
+        summary.n_skipped = len(sources) - len(todo)
+        if todo:
+            engine = ClipEngine(
+                backbone,
+                device,
+                recipe.preprocess.normalize,
+                amp=amp,
+                channels_last=job.config["backbone"]["name"].startswith("i3d"),
+                compile=job.compile,
+            )
+            _extract(todo, recipe, engine, job, parts, summary, progress)
+            done.update(parts.records())
+        provenance = _provenance(job, existing, key_fields, backbone, all_sources, sources, amp)
+        order = ([v for v in existing.video_ids] if existing else []) + [
+            s.video_id for s in sources if not existing or s.video_id not in existing.video_ids
+        ]
+        records = [done[v] for v in order if v in done]
+        fs = FeatureSet.from_records(records, backbone.feature_dim, job.dtype, key_fields, provenance)
+        write_features(output, fs)
+    except BaseException:
+        parts.close(remove=False)
+        raise
+    parts.close(remove=True)
+    in_job = {s.video_id for s in sources}
+    summary.failed = [f for f in fs.failed() if f["video_id"] in in_job]
+    summary.n_failed = len(summary.failed)
+    summary.n_clips = fs.n_clips
+    summary.seconds = time.perf_counter() - start_time
+    return summary
+
+
+def _provenance(job, existing, key_fields, backbone, all_sources, sources, amp) -> dict[str, Any]:
+    run = {
+        **environment(),
+        "input": str(job.input),
+        "n_sources": len(sources),
+        "device": job.device,
+        "amp": amp,
+        "batch_size": job.batch_size,
+        "workers": job.workers,
+        "weights_path": backbone.weights_info.get("path"),
+        "weights_layout": backbone.weights_info.get("layout"),
+    }
+    runs = list(existing.provenance.get("runs", [])) if existing else []
+    runs.append(run)
+    shard = None
+    if job.shard:
+        shard = {
+            "k": job.shard[0],
+            "n": job.shard[1],
+            "all_ids_sha256": ids_digest([s.video_id for s in all_sources]),
+            "n_all": len(all_sources),
+            "ids": [s.video_id for s in sources],
+        }
+    return {
+        **key_fields,
+        "cache_key": config_hash(key_fields),
+        "recipe_name": job.config.get("name"),
+        "weights_file": backbone.weights_info,
+        "shard": shard,
+        "runs": runs,
+    }
+
+
+def _extract(todo, recipe, engine, job, parts, summary, progress) -> None:
+    loader = DataLoader(
+        ClipStream(todo, recipe),
+        batch_size=None,
+        num_workers=job.workers,
+        pin_memory=engine.device.type == "cuda",
+        prefetch_factor=4 if job.workers > 0 else None,
+    )
+    pending = {pos: _Pending(src) for pos, src in enumerate(todo)}
+    batch: list[torch.Tensor] = []
+    refs: list[tuple[int, int, int]] = []
+    bar = tqdm(total=len(todo), unit="video", disable=None if progress is None else not progress)
+    last_log = time.monotonic()
+
+    def finish(pos: int) -> None:
+        nonlocal last_log
+        p = pending[pos]
+        if not p.finished or (not p.error and p.info and p.n_ready < p.info["num_clips"]):
+            return
+        rec = VideoRecord(video_id=p.source.video_id, source=p.source.describe())
+        if p.error or p.info is None:
+            rec.status, rec.error = STATUS_FAILED, p.error or "no clips"
+            log.info("%s failed: %s", p.source.video_id, rec.error)
+        else:
+            rec.clip_features, rec.clip_frames = p.feats, np.asarray(p.info["frames"])
+            rec.num_frames, rec.fps = p.info["num_frames"], p.info["fps"]
+            summary.n_extracted += 1
+        parts.put(rec)
+        del pending[pos]
+        bar.update(1)
+        if time.monotonic() - last_log > 60:
+            last_log = time.monotonic()
+            log.info("extracted %d/%d videos", bar.n, len(todo))
+
+    def flush() -> None:
+        if not batch:
+            return
+        feats = engine.features(torch.stack(batch))
+        touched = set()
+        for (pos, gen, k), f in zip(refs, feats, strict=True):
+            p = pending.get(pos)
+            if p is None or p.error or gen != p.generation:
+                continue
+            if p.feats is None:
+                p.feats = np.zeros((p.info["num_clips"], feats.shape[1]), dtype=np.float32)
+            p.feats[k] = f
+            p.n_ready += 1
+            touched.add(pos)
+        batch.clear()
+        refs.clear()
+        for pos in touched:
+            finish(pos)
+
+    try:
+        for item in loader:
+            kind, pos = item[0], item[1]
+            if kind == "start":
+                p = pending[pos]
+                if p.info is not None:
+                    p.generation, p.feats, p.n_ready = p.generation + 1, None, 0
+                p.info = item[2]
+            elif kind == "clip":
+                batch.append(item[3])
+                refs.append((pos, pending[pos].generation, item[2]))
+                if len(batch) >= job.batch_size:
+                    flush()
+            else:
+                pending[pos].finished = True
+                pending[pos].error = item[2]
+                finish(pos)
+        flush()
+    finally:
+        bar.close()

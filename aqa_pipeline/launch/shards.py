@@ -1,0 +1,132 @@
+"""An extraction as N shard jobs: the task every engine runs, the per-shard report, the merge.
+
+Every engine (in this process, one process per GPU, a Slurm array task) runs a shard the
+same way: `ExtractShard()(shard_job)`, which is `run_extraction` on that shard's own cache
+file. Resuming is the store's business: a rerun of a shard skips the videos it already has
+(in `SHARD.h5.parts/` or the finished file), so a killed or requeued task loses at most the
+videos in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+from aqa_pipeline.errors import EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR, AqaError
+from aqa_pipeline.extract.runner import ExtractJob, shard_path
+from aqa_pipeline.launch.options import LaunchOptions
+from aqa_pipeline.launch.outcome import TaskOutcome
+
+
+class ExtractShard(Checkpointable):
+    """Runs one shard job; on preemption or time-out submitit requeues the same shard.
+
+    `progress`: a video progress bar (None: only on a terminal); off in workers and tasks.
+    """
+
+    def __init__(self, progress: bool | None = False):
+        self.progress = progress
+
+    def __call__(self, job: ExtractJob) -> dict[str, Any]:
+        from aqa_pipeline.extract.runner import run_extraction
+
+        summary = run_extraction(job, progress=self.progress).to_dict()
+        summary["shard"] = list(job.shard) if job.shard else None
+        summary["host"] = socket.gethostname()
+        summary["pid"] = os.getpid()
+        summary["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+        # Slurm counts how often this task was requeued; 0 or absent on a first run.
+        summary["restarts"] = int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)
+        return summary
+
+    def checkpoint(self, job: ExtractJob) -> DelayedSubmission:
+        """Called by submitit on preemption/time-out: requeue the same shard, no engine state
+        (the requeued run skips what the store already holds)."""
+        return DelayedSubmission(ExtractShard(self.progress), job)
+
+
+def split_job(job: ExtractJob, n: int) -> list[ExtractJob]:
+    """n shard jobs, each writing its own file (cache.h5 -> cache.shard-k-of-n.h5); n=1: the job."""
+    if n == 1:
+        return [job]
+    return [replace(job, output=shard_path(Path(job.output), k, n), shard=(k, n)) for k in range(n)]
+
+
+def default_log_dir(output: Path) -> Path:
+    """cache.h5 -> cache.logs/ beside it."""
+    output = Path(output)
+    return output.with_name(output.stem + ".logs")
+
+
+def report(outcomes: list[TaskOutcome], n: int) -> None:
+    """One line per shard; its failed videos with their reasons; dead tasks with their logs."""
+    for o in sorted(outcomes, key=lambda o: o.index):
+        name = f"shard {o.index}/{n}" if n > 1 else "extraction"
+        if o.ok:
+            s = o.result
+            click.echo(
+                f"{name}: {s['n_videos']} videos, {s['n_extracted']} extracted, "
+                f"{s['n_skipped']} already done, {s['n_failed']} failed "
+                f"({s['seconds']:.1f} s) -> {s['output']}"
+            )
+            for f in s["failed"]:
+                click.echo(f"  {name}: video {f['video_id']} failed: {f['error']}", err=True)
+        else:
+            click.echo(f"{name}: task died: {o.error}", err=True)
+            for path in o.logs:
+                click.echo(f"  log: {path}", err=True)
+
+
+def finish(job: ExtractJob, shard_jobs: list[ExtractJob], outcomes: list[TaskOutcome]) -> int:
+    """Report every shard, merge when all finished, and return the exit code:
+    0 all good, 4 some videos failed (recorded), 1 a task died (3 if the merge found a mismatch)."""
+    n = len(shard_jobs)
+    report(outcomes, n)
+    dead = [o for o in outcomes if not o.ok]
+    if dead or len(outcomes) < n:
+        missing = n - len(outcomes) + len(dead)
+        click.echo(
+            f"not merged: {missing} of {n} shard(s) did not finish. Rerun the same command: "
+            "finished videos are kept and skipped.",
+            err=True,
+        )
+        return EXIT_USER_ERROR
+    if n > 1:
+        from aqa_pipeline.features.merge import merge_caches
+
+        try:
+            merged = merge_caches([Path(j.output) for j in shard_jobs], Path(job.output))
+        except AqaError as exc:
+            click.echo(f"merge refused: {exc.format_message()}", err=True)
+            return exc.exit_code
+        click.echo(f"merged {n} shards into {job.output}: {merged.n_videos} videos, "
+                   f"{merged.n_clips} clips")  # fmt: skip
+    n_failed = sum(o.result["n_failed"] for o in outcomes)
+    if n_failed:
+        click.echo(
+            f"{n_failed} video(s) failed (recorded in the cache with their reasons)", err=True
+        )
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def launch_extraction(job: ExtractJob, opts: LaunchOptions, progress: bool | None = None) -> int:
+    """Run `job` as opts says (here, per GPU, or as a Slurm array) and return the exit code."""
+    if job.shard is not None and (opts.launcher == "slurm" or (opts.shards or 1) > 1 or opts.gpus):
+        raise AqaError(
+            "--shard K/N runs one given shard here; --shards/--gpus/--launcher slurm split the "
+            "work themselves: give one or the other"
+        )
+    if opts.launcher == "slurm":
+        from aqa_pipeline.launch.slurm import launch_extraction_slurm
+
+        return launch_extraction_slurm(job, opts, progress)
+    from aqa_pipeline.launch.local import launch_extraction_local
+
+    return launch_extraction_local(job, opts, progress)

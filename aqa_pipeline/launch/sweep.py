@@ -1,0 +1,231 @@
+"""Head sweeps: configs x seeds (x folds) as one Slurm job array (or in turn, here), and the
+table of their results (`aqa evaluate --sweep DIR`).
+
+A sweep directory:
+
+    SWEEP/sweep.json                          the planned runs (config, seed, fold, run dir)
+    SWEEP/runs/<config>-seed<S>[-fold<F>]/    one run directory each, written by run_training
+                                              (its metrics.json is what the table reads)
+    SWEEP/logs/                               Slurm task logs
+
+Every run trains with one seed; a requeued run (preemption, time limit) starts again, which
+is cheap next to extraction since heads train on cached features.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+from aqa_pipeline.config import flatten, load_config, set_dotted
+from aqa_pipeline.errors import EXIT_OK, EXIT_USER_ERROR, AqaError
+from aqa_pipeline.launch.options import LaunchOptions
+from aqa_pipeline.launch.outcome import TaskOutcome
+
+FOLD_KEY = "data.fold"  # where a run's cross-validation fold goes in its config
+# Metric columns of the table, in this order, when present in metrics.json.
+COLUMNS = ("spearman", "spearman_std", "spearman_val", "spearman_best_on_test", "rl2", "mse")
+
+
+@dataclass
+class SweepRun:
+    """One task of a sweep: a config (resolved), a seed, maybe a fold, its run directory."""
+
+    name: str
+    config_path: str
+    config: dict[str, Any]
+    seed: int
+    fold: int | None
+    run_dir: Path
+
+
+class TrainRun(Checkpointable):
+    """Trains one sweep run; imports the training code on the worker, not at submission."""
+
+    def __call__(self, run: SweepRun, features: Any, labels: Any) -> dict[str, Any]:
+        from aqa_pipeline.train import run_training
+
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        return run_training(run.config, features, labels, run.run_dir, [run.seed])
+
+    def checkpoint(self, run: SweepRun, features: Any, labels: Any) -> DelayedSubmission:
+        """On preemption/time-out submitit requeues the same run (it starts over)."""
+        return DelayedSubmission(TrainRun(), run, features, labels)
+
+
+def plan_sweep(
+    configs: Sequence[Path],
+    seeds: Sequence[int],
+    folds: Sequence[int] | None,
+    sweep_dir: Path,
+    overrides: Sequence[str] = (),
+) -> list[SweepRun]:
+    """configs x seeds (x folds), each with its run directory under SWEEP/runs/."""
+    if not configs or not seeds:
+        raise AqaError("a sweep needs at least one config and one seed")
+    stems = [Path(c).stem for c in configs]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise AqaError(f"sweep: two configs share the name {dup}; run directories would collide")
+    runs = []
+    for path, stem in zip(configs, stems, strict=True):
+        base = load_config(path, overrides)
+        for seed in seeds:
+            for fold in folds or [None]:
+                config = json.loads(json.dumps(base))  # a deep copy per run
+                name = f"{stem}-seed{seed}"
+                if fold is not None:
+                    set_dotted(config, FOLD_KEY, fold)
+                    name += f"-fold{fold}"
+                run_dir = Path(sweep_dir).resolve() / "runs" / name
+                runs.append(SweepRun(name, str(path), config, int(seed), fold, run_dir))
+    return runs
+
+
+def _absolute(value: Any) -> Any:
+    """Paths that exist here become absolute (tasks may start in another directory)."""
+    return (
+        str(Path(value).resolve())
+        if isinstance(value, str | Path) and Path(value).exists()
+        else value
+    )
+
+
+def launch_train_sweep(
+    configs: Sequence[Path],
+    seeds: Sequence[int],
+    folds: Sequence[int] | None,
+    features: Any,
+    labels: Any,
+    sweep_dir: Path,
+    opts: LaunchOptions,
+    overrides: Sequence[str] = (),
+    progress: bool | None = None,
+) -> int:
+    """Run every (config, seed, fold) here in turn or as one Slurm array; the exit code
+    (0: all runs finished, 1: some did not). With --no-wait it returns after submission."""
+    sweep_dir = Path(sweep_dir)
+    runs = plan_sweep(configs, seeds, folds, sweep_dir, overrides)
+    features, labels = _absolute(features), _absolute(labels)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    plan = [{"name": r.name, "config": r.config_path, "seed": r.seed, "fold": r.fold,
+             "run_dir": str(r.run_dir)} for r in runs]  # fmt: skip
+    (sweep_dir / "sweep.json").write_text(json.dumps({"runs": plan}, indent=2))
+    click.echo(f"sweep of {len(runs)} run(s) in {sweep_dir}")
+
+    if opts.launcher == "slurm":
+        from aqa_pipeline.launch.slurm import follow, make_executor, submit_array
+
+        executor = make_executor(Path(opts.log_dir or sweep_dir / "logs"), opts, "aqa-train")
+        n = len(runs)
+        jobs = submit_array(executor, TrainRun(), runs, [features] * n, [labels] * n)
+        if not opts.wait:
+            click.echo(f"not waiting (--no-wait); when done: aqa evaluate --sweep {sweep_dir}")
+            return EXIT_OK
+        outcomes = follow(jobs, progress)
+    else:
+        outcomes = [_run_here(i, run, features, labels) for i, run in enumerate(runs)]
+
+    for run, o in zip(runs, outcomes, strict=True):
+        if not o.ok:
+            click.echo(f"run {run.name} failed: {o.error}", err=True)
+            for path in o.logs:
+                click.echo(f"  log: {path}", err=True)
+    click.echo(format_sweep_table(tabulate_sweep(sweep_dir)))
+    failed = sum(not o.ok for o in outcomes)
+    if failed:
+        click.echo(f"{failed} of {len(runs)} run(s) did not finish", err=True)
+        return EXIT_USER_ERROR
+    return EXIT_OK
+
+
+def _run_here(i: int, run: SweepRun, features: Any, labels: Any) -> TaskOutcome:
+    """A local run; an error ends this run only (reported with the others)."""
+    try:
+        return TaskOutcome(i, result=TrainRun()(run, features, labels))
+    except Exception as exc:
+        message = exc.format_message() if isinstance(exc, AqaError) else str(exc)
+        return TaskOutcome(i, error=f"{type(exc).__name__}: {message}")
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def tabulate_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per run: name, config, seed, fold, status ('done' or 'missing') and the
+    numeric entries of its metrics.json (nested keys dotted)."""
+    sweep_dir = Path(sweep_dir)
+    plan_file = sweep_dir / "sweep.json"
+    if plan_file.exists():
+        plan = json.loads(plan_file.read_text())["runs"]
+    else:  # a folder of run directories made some other way
+        found = sorted(sweep_dir.glob("**/metrics.json"))
+        if not found:
+            raise AqaError(f"{sweep_dir}: no sweep.json and no run directory with metrics.json")
+        plan = [{"name": p.parent.name, "config": None, "seed": None, "fold": None,
+                 "run_dir": str(p.parent)} for p in found]  # fmt: skip
+    rows = []
+    for entry in plan:
+        row = {k: entry.get(k) for k in ("name", "config", "seed", "fold", "run_dir")}
+        metrics_file = Path(entry["run_dir"]) / "metrics.json"
+        if not metrics_file.exists():
+            row["status"] = "missing"
+        else:
+            try:
+                metrics = json.loads(metrics_file.read_text())
+            except json.JSONDecodeError as exc:
+                raise AqaError(f"{metrics_file}: not valid JSON ({exc})") from exc
+            row["status"] = "done"
+            row.update({k: v for k, v in flatten(metrics).items() if _is_number(v)})
+        rows.append(row)
+    return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def format_sweep_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of the runs, then the mean and std of each config's first metric."""
+    if not rows:
+        return "(no runs)"
+    keys = dict.fromkeys(k for r in rows for k in r if k not in ("seed", "fold"))
+    numeric = [k for k in keys if any(_is_number(r.get(k)) for r in rows)]
+    columns = [c for c in COLUMNS if c in numeric] or numeric[:6]
+    header = ["run", "status", *columns]
+    body = [[r["name"], r["status"], *(_fmt(r.get(c)) for c in columns)] for r in rows]
+    lines = _align([header, *body])
+    if columns:
+        metric = columns[0]
+        by_config: dict[str, list[float]] = {}
+        for r in rows:
+            if _is_number(r.get(metric)):
+                by_config.setdefault(str(r.get("config") or r["name"]), []).append(float(r[metric]))
+        summary = []
+        for config, values in by_config.items():
+            std = statistics.stdev(values) if len(values) > 1 else math.nan
+            summary.append([Path(config).stem, f"{len(values)} run(s)",
+                            f"{metric} {statistics.fmean(values):.4f} +- {std:.4f}"])  # fmt: skip
+        if summary:
+            lines += ["", *_align([["config", "runs", "mean +- std"], *summary])]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _align(table: list[list[str]]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    return [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
