@@ -23,7 +23,9 @@ def main(verbose: int) -> None:
                 3 cache/config mismatch, 4 some inputs failed (recorded).
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _register() -> None:

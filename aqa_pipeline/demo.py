@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from aqa_pipeline.extract.cli import print_summary, resolve_config_path
 from aqa_pipeline.config import load_config
+from aqa_pipeline.extract.cli import print_summary, resolve_config_path
 from aqa_pipeline.extract.runner import ExtractJob, run_extraction
 from aqa_pipeline.features.cli import cache_info
 from aqa_pipeline.synthetic import make_demo_videos
@@ -44,7 +44,13 @@ def run_demo(out: Path, n_videos: int = 48, seed: int = 0, workers: int = 1) -> 
 
 
 @click.command()
-@click.option("--out", default="demo_out", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Where the videos, cache and run directory go.")
+@click.option(
+    "--out",
+    default="demo_out",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the videos, cache and run directory go.",
+)
 @click.option("--n-videos", default=48, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="Decode worker processes.")

@@ -11,7 +11,9 @@ import av
 import numpy as np
 
 
-def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 25, codec: str = "libx264") -> Path:
+def write_video(
+    path: Path, frames: Iterable[np.ndarray], fps: int = 25, codec: str = "libx264"
+) -> Path:
     """Encode (H, W, 3) uint8 frames to `path` with PyAV (codec: libx264, mpeg4, msmpeg4,
     mjpeg ...). H and W must be even."""
     path = Path(path)

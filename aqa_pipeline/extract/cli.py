@@ -45,23 +45,85 @@ def print_summary(summary: ExtractSummary) -> None:
 
 
 @click.command()
-@click.option("--config", "config_path", required=True, help="Recipe YAML, or a name in configs/extract (i3d_musdl, swin_b_gdlt ...).")
-@click.option("--input", "input_path", required=True, help="A folder of videos / frame folders, or a manifest CSV video_id,path[,start_frame,end_frame].")
-@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HDF5 cache to write (resumed if present).")
-@click.option("--backbone", default=None, help="Override the recipe's backbone (i3d, i3d_r50, swin3d_t, swin3d_s, swin3d_b, swin3d).")
-@click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Pretrained weights file (its sha256 is recorded).")
-@click.option("--random-init", is_flag=True, help="Use a seeded random backbone (recorded in the cache); for tests and demos.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    help="Recipe YAML, or a name in configs/extract (i3d_musdl, swin_b_gdlt ...).",
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    help="A folder of videos / frame folders, or a manifest CSV video_id,path[,start_frame,end_frame].",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HDF5 cache to write (resumed if present).",
+)
+@click.option(
+    "--backbone",
+    default=None,
+    help="Override the recipe's backbone (i3d, i3d_r50, swin3d_t, swin3d_s, swin3d_b, swin3d).",
+)
+@click.option(
+    "--weights",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Pretrained weights file (its sha256 is recorded).",
+)
+@click.option(
+    "--random-init",
+    is_flag=True,
+    help="Use a seeded random backbone (recorded in the cache); for tests and demos.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--batch-size", default=None, type=int, help="Clips per backbone batch (default: the recipe's, else 8).")
-@click.option("--workers", default=None, type=int, help="Decode worker processes (default: the recipe's, else 2).")
+@click.option(
+    "--batch-size",
+    default=None,
+    type=int,
+    help="Clips per backbone batch (default: the recipe's, else 8).",
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=int,
+    help="Decode worker processes (default: the recipe's, else 2).",
+)
 @click.option("--shard", default=None, help="Process only part K of N (0-based K), e.g. 0/4.")
-@click.option("--dtype", default="float32", type=click.Choice(["float32", "float16"]), show_default=True, help="Storage dtype of the features.")
-@click.option("--amp", default="auto", type=click.Choice(["auto", "none", "bf16", "fp16"]), show_default=True, help="Mixed precision (auto: bf16/fp16 on CUDA, none on CPU).")
+@click.option(
+    "--dtype",
+    default="float32",
+    type=click.Choice(["float32", "float16"]),
+    show_default=True,
+    help="Storage dtype of the features.",
+)
+@click.option(
+    "--amp",
+    default="auto",
+    type=click.Choice(["auto", "none", "bf16", "fp16"]),
+    show_default=True,
+    help="Mixed precision (auto: bf16/fp16 on CUDA, none on CPU).",
+)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the backbone.")
-@click.option("--allow-unsafe-pickle", is_flag=True, help="Load a weights file that needs full unpickling (only for files you trust).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config entry, e.g. --set sampling.clip_len=32.")
+@click.option(
+    "--allow-unsafe-pickle",
+    is_flag=True,
+    help="Load a weights file that needs full unpickling (only for files you trust).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config entry, e.g. --set sampling.clip_len=32.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
+)
 def extract(config_path, input_path, output, backbone, weights, random_init, device, batch_size,
             workers, shard, dtype, amp, compile_, allow_unsafe_pickle, overrides, as_json, progress):  # fmt: skip
     """Run a frozen backbone over clip-sampled frames and cache the features in HDF5.
@@ -98,4 +160,6 @@ def extract(config_path, input_path, output, backbone, weights, random_init, dev
     else:
         print_summary(summary)
     if summary.n_failed:
-        raise SomeFailedError(f"{summary.n_failed} of {summary.n_videos} videos failed (recorded in {output})")
+        raise SomeFailedError(
+            f"{summary.n_failed} of {summary.n_videos} videos failed (recorded in {output})"
+        )

@@ -74,7 +74,9 @@ def probe(source: VideoSource) -> Probe:
     return _trim(source, total, fps)
 
 
-def iter_frames(source: VideoSource, info: Probe, wanted: np.ndarray, preprocess: Preprocess) -> Iterator[tuple[int, np.ndarray]]:
+def iter_frames(
+    source: VideoSource, info: Probe, wanted: np.ndarray, preprocess: Preprocess
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (index, (H, W, 3) uint8) for each index in sorted unique `wanted` (relative to
     the trim), in order."""
     if len(wanted) == 0:
@@ -113,7 +115,9 @@ def iter_frames(source: VideoSource, info: Probe, wanted: np.ndarray, preprocess
         )
 
 
-def iter_clips(source: VideoSource, info: Probe, plan: np.ndarray, preprocess: Preprocess) -> Iterator[tuple[int, np.ndarray]]:
+def iter_clips(
+    source: VideoSource, info: Probe, plan: np.ndarray, preprocess: Preprocess
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (clip index, (L, H, W, 3) uint8) as soon as each clip of `plan` (K, L) is
     complete; frames no remaining clip needs are dropped."""
     order = np.argsort(plan.max(axis=1), kind="stable")

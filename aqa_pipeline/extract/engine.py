@@ -73,7 +73,9 @@ class ClipEngine:
     def _run(self, clips: torch.Tensor) -> torch.Tensor:
         x = clips.to(self.device, non_blocking=True)
         x = normalize_clips(x, self.normalize)
-        x = x.contiguous(memory_format=torch.channels_last_3d if self.channels_last else torch.contiguous_format)
+        x = x.contiguous(
+            memory_format=torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        )
         with torch.inference_mode(), self._autocast():
             return self.forward(x).float()
 

@@ -45,8 +45,12 @@ class PartStore:
             saved = json.loads(meta.read_text())
             check_key(saved["key_fields"], key_fields, f"{self.dir} (unfinished earlier run)")
         else:
-            _atomic_write(meta, json.dumps({"cache_key": config_hash(key_fields),
-                                            "key_fields": key_fields}, default=str).encode())
+            _atomic_write(
+                meta,
+                json.dumps(
+                    {"cache_key": config_hash(key_fields), "key_fields": key_fields}, default=str
+                ).encode(),
+            )
 
     def _path(self, video_id: str) -> Path:
         return self.dir / f"v-{hashlib.sha1(video_id.encode()).hexdigest()[:20]}.npz"

@@ -88,7 +88,9 @@ class Preprocess:
         return np.asarray(image, dtype=np.uint8)
 
 
-def normalize_clips(clips: torch.Tensor, preset: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normalize_clips(
+    clips: torch.Tensor, preset: str, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """uint8 clips (B, T, H, W, 3) -> normalised float (B, 3, T, H, W), on clips' device."""
     mean, std = NORMALIZATION[preset]
     x = clips.to(dtype).permute(0, 4, 1, 2, 3)

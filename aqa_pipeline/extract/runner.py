@@ -239,7 +239,9 @@ def run_extraction(job: ExtractJob, progress: bool | None = None) -> ExtractSumm
             s.video_id for s in sources if not existing or s.video_id not in existing.video_ids
         ]
         records = [done[v] for v in order if v in done]
-        fs = FeatureSet.from_records(records, backbone.feature_dim, job.dtype, key_fields, provenance)
+        fs = FeatureSet.from_records(
+            records, backbone.feature_dim, job.dtype, key_fields, provenance
+        )
         write_features(output, fs)
     except BaseException:
         parts.close(remove=False)

@@ -31,7 +31,8 @@ def cache_info(path: Path) -> dict:
         "n_failed": int((~fs.ok_mask).sum()),
         "n_clips": int(fs.clip_offsets[-1]),
         "clips_per_video": {"min": int(ok.min()), "max": int(ok.max()), "mean": float(ok.mean())}
-        if len(ok) else None,
+        if len(ok)
+        else None,
         "feature_dim": fs.feature_dim,
         "dtype": str(fs.video_features.dtype),
         "cache_key": fs.cache_key,
@@ -65,7 +66,9 @@ def info(cache: Path, as_json: bool) -> None:
     click.echo(f"  cache key   {data['cache_key']}")
     prov = data["provenance"]
     for m in prov.get("merged_from") or []:
-        click.echo(f"  merged from {m['file']} shard={m['shard']} videos={m['n_videos']} key={m['cache_key']}")
+        click.echo(
+            f"  merged from {m['file']} shard={m['shard']} videos={m['n_videos']} key={m['cache_key']}"
+        )
     for run in prov.get("runs") or []:
         click.echo(f"  run         {run.get('time')} on {run.get('host')}: {run.get('command')}")
     for f in data["failed"]:
@@ -95,14 +98,30 @@ def merge(shards: tuple[Path, ...], output: Path) -> None:
 
 @features.command(name="import")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["npy-dir"]), default="npy-dir", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["npy-dir"]), default="npy-dir", show_default=True
+)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--backbone", required=True, help="What made the features, e.g. swin3d_b.")
-@click.option("--weights-sha256", default=None, help="sha256 of the weights that made them, if known.")
-@click.option("--weights-name", default=None, help="File name of those weights, e.g. swin_base_patch244_window877_kinetics600_22k.pth.")
-@click.option("--recipe", default=None, help="Extract config (path or name) whose sampling and preprocessing made them.")
-@click.option("--clip-len", default=None, type=int, help="Frames per clip (default: the recipe's, else 1).")
-@click.option("--dtype", default="float32", type=click.Choice(["float32", "float16"]), show_default=True)
+@click.option(
+    "--weights-sha256", default=None, help="sha256 of the weights that made them, if known."
+)
+@click.option(
+    "--weights-name",
+    default=None,
+    help="File name of those weights, e.g. swin_base_patch244_window877_kinetics600_22k.pth.",
+)
+@click.option(
+    "--recipe",
+    default=None,
+    help="Extract config (path or name) whose sampling and preprocessing made them.",
+)
+@click.option(
+    "--clip-len", default=None, type=int, help="Frames per clip (default: the recipe's, else 1)."
+)
+@click.option(
+    "--dtype", default="float32", type=click.Choice(["float32", "float16"]), show_default=True
+)
 @click.option("--note", default="", help="Free text kept in the provenance (e.g. the release URL).")
 def import_(folder, fmt, output, backbone, weights_sha256, weights_name, recipe, clip_len, dtype, note):  # fmt: skip
     """Import a released feature folder (per-video (T, D) .npy files) as a cache."""

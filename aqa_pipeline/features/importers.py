@@ -49,7 +49,9 @@ def import_npy_dir(
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[0] == 0:
-            records.append(VideoRecord(vid, str(f), STATUS_FAILED, f"shape {arr.shape}, expected (T, D)"))
+            records.append(
+                VideoRecord(vid, str(f), STATUS_FAILED, f"shape {arr.shape}, expected (T, D)")
+            )
             continue
         if dim is None:
             dim = int(arr.shape[1])
@@ -61,9 +63,13 @@ def import_npy_dir(
             continue
         starts = np.arange(len(arr), dtype=np.int64) * clip_len
         records.append(
-            VideoRecord(vid, str(f), clip_features=arr,
-                        clip_frames=np.stack([starts, starts + clip_len], axis=1),
-                        num_frames=len(arr) * clip_len)  # fmt: skip
+            VideoRecord(
+                vid,
+                str(f),
+                clip_features=arr,
+                clip_frames=np.stack([starts, starts + clip_len], axis=1),
+                num_frames=len(arr) * clip_len,
+            )  # fmt: skip
         )
     if dim is None:
         raise AqaError(f"{folder}: none of the .npy files could be read")

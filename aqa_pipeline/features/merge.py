@@ -71,10 +71,14 @@ def merge_caches(paths: list[Path], out: Path) -> FeatureSet:
         "weights_file": ref.provenance.get("weights_file"),
         "shard": None,
         "merged_from": [
-            {"file": str(p), "shard": {k: v for k, v in (fs.provenance.get("shard") or {}).items()
-                                       if k != "ids"} or None,
-             "n_videos": fs.n_videos, "cache_key": fs.cache_key,
-             "runs": fs.provenance.get("runs", [])}
+            {
+                "file": str(p),
+                "shard": {k: v for k, v in (fs.provenance.get("shard") or {}).items() if k != "ids"}
+                or None,
+                "n_videos": fs.n_videos,
+                "cache_key": fs.cache_key,
+                "runs": fs.provenance.get("runs", []),
+            }
             for p, fs in sets
         ],  # fmt: skip
     }
