@@ -20,7 +20,7 @@ import hashlib
 import pickle
 import re
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,14 +194,17 @@ def load_state_dict_checked(
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys, e.g. {_first(unexpected)}")
     if wrong_shape:
-        problems.append(f"{len(wrong_shape)} tensors of the wrong shape, e.g. {_first(wrong_shape)}")
+        problems.append(
+            f"{len(wrong_shape)} tensors of the wrong shape, e.g. {_first(wrong_shape)}"
+        )
     if problems:
         raise AqaError(f"{path}: weights do not fit the model: " + "; ".join(problems))
     module.load_state_dict(state_dict, strict=False)
 
 
 def rename_keys(
-    state_dict: Mapping[str, torch.Tensor], rules: Iterable[tuple[str, str]]
+    state_dict: Mapping[str, torch.Tensor],
+    rules: Iterable[tuple[str, str | Callable[[re.Match[str]], str]]],
 ) -> dict[str, torch.Tensor]:
     """Apply regex substitutions (pattern, replacement), in order, to every key."""
     compiled = [(re.compile(pattern), repl) for pattern, repl in rules]

@@ -24,11 +24,13 @@ from torch import nn
 from aqa_pipeline.errors import AqaError
 
 from .checkpoints import Checkpoint, load_state_dict_checked, rename_keys
-from .registry import Backbone, BackboneSpec, check_clip, check_pool_fits, register_backbone
+from .registry import Backbone, BackboneSpec, check_clip, register_backbone
 
 NUMERICS = ("piergiaj", "hassony2")
 _BN_EPS = {"piergiaj": 1e-3, "hassony2": 1e-5}
 _AVG_POOL = (2, 7, 7)
+# Smallest (frames, pixels) whose Mixed_5c output still fills the 2x7x7 average pool.
+_MIN_CLIP = {"piergiaj": (9, 193), "hassony2": (10, 194)}
 _KINETICS_CLASSES = 400
 
 # Output widths of each Inception block's branches: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 | pool -> 1x1.
@@ -92,9 +94,10 @@ class Unit3d(nn.Module):
         # The SAME padding only depends on the input size when a stride is > 1.
         self.dynamic_pad = numerics == "piergiaj" and max(stride) > 1
         pad = same_padding(kernel, stride, None)
-        symmetric = pad[0::2] == pad[1::2]
-        self.fixed_pad = pad if not (self.dynamic_pad or symmetric) else None
-        conv_padding = pad[4::-2] if symmetric and not self.dynamic_pad else 0  # (T, H, W)
+        # A fixed symmetric padding is left to the convolution itself (same numbers, faster).
+        conv_pads = not self.dynamic_pad and pad[0::2] == pad[1::2]
+        self.fixed_pad = None if conv_pads or self.dynamic_pad else pad
+        conv_padding = (pad[4], pad[2], pad[0]) if conv_pads else 0  # T, H, W
         self.conv3d = nn.Conv3d(
             in_channels, out_channels, kernel, stride, padding=conv_padding, bias=logits
         )
@@ -152,7 +155,8 @@ class InceptionBlock(nn.Module):
 class InceptionI3d(Backbone):
     """Inception-v1 I3D: clips (B, 3, T, H, W) in [-1, 1] -> (B, 1024) features.
 
-    The 2x7x7 average pool needs T >= 10 and H, W >= 224 (piergiaj: T >= 9, H, W >= 193).
+    The final 2x7x7 average pool needs clips of at least 9 frames of 193x193 pixels (hassony2
+    numerics: 10 frames of 194x194).
     """
 
     feature_dim = 1024
@@ -197,11 +201,9 @@ class InceptionI3d(Backbone):
 
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> Mixed_5c average-pooled, (B, 1024, T', H', W')."""
-        check_clip(x, "i3d")
-        clip = x
+        check_clip(x, "i3d", *_MIN_CLIP[self.layout])
         for name in self.endpoints:
             x = getattr(self, name)(x)
-        check_pool_fits(x, _AVG_POOL, clip, "i3d")
         return self.avg_pool(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +227,7 @@ def hassony2_to_piergiaj(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
         feature_dim=1024,
         normalisation="minus1_1",
         min_frames=10,
-        min_size=224,
+        min_size=194,
         description=(
             "Inception-v1 I3D (Carreira & Zisserman, CVPR 2017), Kinetics-400 RGB: piergiaj "
             "rgb_imagenet.pt, GSTEG rgb_i3d_pretrained.pt or hassony2 model_rgb.pth; 1024-d "

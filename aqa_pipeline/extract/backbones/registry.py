@@ -19,7 +19,7 @@ from torch import nn
 
 from aqa_pipeline.errors import AqaError
 
-from .checkpoints import Checkpoint, hub_checkpoint_file, hub_hash_prefix, read_checkpoint
+from .checkpoints import hub_checkpoint_file, hub_hash_prefix, read_checkpoint
 
 NORMALISATIONS = ("imagenet", "minus1_1", "kinetics")
 HUB_SOURCES = ("torchvision", "pytorchvideo")
@@ -85,24 +85,16 @@ class Backbone(nn.Module):
             raise AqaError(f"{type(self).__name__}: these weights have no classifier head")
 
 
-def check_clip(x: torch.Tensor, backbone: str) -> None:
-    """Raise AqaError unless x is a batch of RGB clips shaped (B, 3, T, H, W)."""
+def check_clip(x: torch.Tensor, backbone: str, min_frames: int = 1, min_size: int = 1) -> None:
+    """Raise AqaError unless x is a batch of RGB clips (B, 3, T, H, W) with T >= min_frames and
+    H, W >= min_size."""
     if x.ndim != 5 or x.shape[1] != 3:
         raise AqaError(f"{backbone}: expected clips shaped (B, 3, T, H, W), got {tuple(x.shape)}")
-
-
-def check_pool_fits(
-    feature_map: torch.Tensor, kernel: tuple[int, int, int], clip: torch.Tensor, spec_name: str
-) -> None:
-    """Raise AqaError if the last feature map (B, C, T', H', W') is smaller than the final
-    average-pool kernel, i.e. the input clip was too short or too small."""
-    if any(size < k for size, k in zip(feature_map.shape[2:], kernel)):
-        spec = get_spec(spec_name)
+    t, h, w = x.shape[2:]
+    if t < min_frames or min(h, w) < min_size:
         raise AqaError(
-            f"{spec_name}: a {'x'.join(map(str, clip.shape[2:]))} (T x H x W) clip is too small: "
-            f"the final feature map is {'x'.join(map(str, feature_map.shape[2:]))}, smaller than "
-            f"the {'x'.join(map(str, kernel))} average pool. Use at least {spec.min_frames} "
-            f"frames of {spec.min_size}x{spec.min_size} pixels."
+            f"{backbone}: {t}x{h}x{w} (T x H x W) clips are too small; it needs at least "
+            f"{min_frames} frames of {min_size}x{min_size} pixels"
         )
 
 
