@@ -20,7 +20,7 @@ from aqa_pipeline.features.cli import cache_info
 from aqa_pipeline.synthetic import make_demo_videos
 
 
-def run_demo(out: Path, n_videos: int = 48, seed: int = 0, workers: int = 1) -> dict:
+def run_demo(out: Path, n_videos: int = 64, seed: int = 0, workers: int = 1) -> dict:
     out = Path(out)
     t0 = time.perf_counter()
     videos = out / "videos"
@@ -51,7 +51,7 @@ def run_demo(out: Path, n_videos: int = 48, seed: int = 0, workers: int = 1) -> 
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the videos, cache and run directory go.",
 )
-@click.option("--n-videos", default=48, show_default=True, type=int)
+@click.option("--n-videos", default=64, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="Decode worker processes.")
 def demo(out: Path, n_videos: int, seed: int, workers: int) -> None:

@@ -36,17 +36,26 @@ def write_video(
     return path
 
 
-def moving_square(n_frames: int, size: tuple[int, int] = (96, 128), speed: float = 2.0,
-                  seed: int = 0) -> Iterable[np.ndarray]:  # fmt: skip
-    """A bright square bouncing at `speed` pixels per frame over a noisy textured background;
-    yields (H, W, 3) uint8 frames one at a time (never the whole video)."""
+def moving_square(
+    n_frames: int,
+    size: tuple[int, int] = (96, 128),
+    speed: float = 2.0,
+    seed: int = 0,
+    angle: float | None = None,
+    start: tuple[float, float] | None = None,
+    background_seed: int | None = None,
+) -> Iterable[np.ndarray]:
+    """A bright square bouncing at `speed` pixels per frame over a textured background;
+    yields (H, W, 3) uint8 frames one at a time (never the whole video). Direction, start
+    (y, x), colour and background are drawn from `seed` unless given."""
     rng = np.random.default_rng(seed)
     h, w = size
-    background = rng.integers(20, 80, size=(h, w, 3), dtype=np.uint8)
+    bg_rng = rng if background_seed is None else np.random.default_rng(background_seed)
+    background = bg_rng.integers(20, 80, size=(h, w, 3), dtype=np.uint8)
     side = max(4, h // 6)
-    angle = rng.uniform(0, 2 * np.pi)
+    angle = rng.uniform(0, 2 * np.pi) if angle is None else angle
     vy, vx = speed * np.sin(angle), speed * np.cos(angle)
-    y, x = rng.uniform(0, h - side), rng.uniform(0, w - side)
+    y, x = (rng.uniform(0, h - side), rng.uniform(0, w - side)) if start is None else start
     colour = rng.integers(180, 256, size=3, dtype=np.uint8)
     for _ in range(n_frames):
         frame = background.copy()
@@ -59,10 +68,17 @@ def moving_square(n_frames: int, size: tuple[int, int] = (96, 128), speed: float
             vx, x = -vx, min(max(x, 0), w - side)
 
 
-def make_demo_videos(folder: Path, n_videos: int = 48, n_frames: int = 64, seed: int = 0,
-                     size: tuple[int, int] = (96, 128), test_fraction: float = 0.25) -> Path:  # fmt: skip
-    """Videos of squares moving at different speeds; the score is a known function of the
-    motion: score = 10 * speed (pixels per frame). Writes `labels.csv`
+def make_demo_videos(
+    folder: Path,
+    n_videos: int = 64,
+    n_frames: int = 64,
+    seed: int = 0,
+    size: tuple[int, int] = (64, 64),
+    test_fraction: float = 0.25,
+) -> Path:
+    """Videos of a square moving at different speeds over one shared background, from about
+    the same start and direction; the score is a known function of the motion:
+    score = 10 * speed (pixels per frame). Writes `labels.csv`
     (video_id,score,split) beside the videos and returns its path."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -73,7 +89,14 @@ def make_demo_videos(folder: Path, n_videos: int = 48, n_frames: int = 64, seed:
     rows = []
     for i, (speed, split) in enumerate(zip(speeds, splits, strict=True)):
         vid = f"video_{i:03d}"
-        write_video(folder / f"{vid}.mp4", moving_square(n_frames, size, speed, seed * 1000 + i))
+        jitter = np.random.default_rng([seed, i])
+        frames = moving_square(
+            n_frames, size, float(speed), seed=seed,
+            angle=0.6 + jitter.uniform(-0.1, 0.1),
+            start=(size[0] / 3 + jitter.uniform(-2, 2), size[1] / 4 + jitter.uniform(-2, 2)),
+            background_seed=seed,
+        )  # fmt: skip
+        write_video(folder / f"{vid}.mp4", frames)
         rows.append((vid, round(10.0 * float(speed), 4), split))
     labels = folder / "labels.csv"
     with labels.open("w", newline="") as fh:
