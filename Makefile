@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean slurm-up slurm-down test-slurm
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,12 @@ bench: setup
 
 clean:
 	rm -rf demo_out .pytest_cache
+
+slurm-up:  ## a one-node Slurm cluster on localhost (needs root; Debian/Ubuntu)
+	bash scripts/slurm/start-local-cluster.sh
+
+slurm-down:
+	bash scripts/slurm/stop-local-cluster.sh
+
+test-slurm: setup
+	$(PY) -m pytest -q tests/test_slurm.py tests/test_launch_local.py

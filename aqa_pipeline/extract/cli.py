@@ -10,6 +10,7 @@ import click
 from aqa_pipeline.config import load_config, set_dotted
 from aqa_pipeline.errors import AqaError, SomeFailedError
 from aqa_pipeline.extract.runner import ExtractJob, ExtractSummary, run_extraction
+from aqa_pipeline.launch import LaunchOptions, launch_extraction, launcher_options
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "extract"
 
@@ -124,8 +125,9 @@ def print_summary(summary: ExtractSummary) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
 )
+@launcher_options
 def extract(config_path, input_path, output, backbone, weights, random_init, device, batch_size,
-            workers, shard, dtype, amp, compile_, allow_unsafe_pickle, overrides, as_json, progress):  # fmt: skip
+            workers, shard, dtype, amp, compile_, allow_unsafe_pickle, overrides, as_json, progress, launch: LaunchOptions):  # fmt: skip
     """Run a frozen backbone over clip-sampled frames and cache the features in HDF5.
 
     Resumable: a rerun skips finished videos. A video that fails is recorded with its reason
@@ -154,6 +156,8 @@ def extract(config_path, input_path, output, backbone, weights, random_init, dev
         compile=compile_,
         allow_unsafe_pickle=allow_unsafe_pickle,
     )
+    if launch.launcher == "slurm" or launch.shards or launch.gpus:
+        click.get_current_context().exit(launch_extraction(job, launch, progress))
     summary = run_extraction(job, progress=progress)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))

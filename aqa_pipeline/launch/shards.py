@@ -10,6 +10,7 @@ videos in flight.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import click
 from submitit.helpers import Checkpointable, DelayedSubmission
+from submitit.slurm.slurm import SlurmJobEnvironment
 
 from aqa_pipeline.errors import EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR, AqaError
 from aqa_pipeline.extract.runner import ExtractJob, shard_path
@@ -36,6 +38,7 @@ class ExtractShard(Checkpointable):
     def __call__(self, job: ExtractJob) -> dict[str, Any]:
         from aqa_pipeline.extract.runner import run_extraction
 
+        _preemption_signal_in_this_process_only()
         summary = run_extraction(job, progress=self.progress).to_dict()
         summary["shard"] = list(job.shard) if job.shard else None
         summary["host"] = socket.gethostname()
@@ -49,6 +52,23 @@ class ExtractShard(Checkpointable):
         """Called by submitit on preemption/time-out: requeue the same shard, no engine state
         (the requeued run skips what the store already holds)."""
         return DelayedSubmission(ExtractShard(self.progress), job)
+
+
+def _preemption_signal_in_this_process_only() -> None:
+    """Slurm signals every process of a task on preemption, and decode workers forked by the
+    runner inherit submitit's handler (checkpoint + `scontrol requeue`): let it act in the
+    task's own process only, so a shard is requeued once."""
+    signum = getattr(signal, "SIG" + SlurmJobEnvironment.USR_SIG, None)
+    handler = signal.getsignal(signum) if signum else None
+    if not callable(handler):  # not under submitit: nothing to guard
+        return
+    owner = os.getpid()
+
+    def in_owner_only(sig: int, frame: Any) -> None:
+        if os.getpid() == owner:
+            handler(sig, frame)
+
+    signal.signal(signum, in_owner_only)
 
 
 def split_job(job: ExtractJob, n: int) -> list[ExtractJob]:

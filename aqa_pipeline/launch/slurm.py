@@ -2,8 +2,9 @@
 
 Submission goes through submitit (AutoExecutor(cluster="slurm") + map_array); each task
 pickles its callable's return value next to its logs. Following the tasks does not need
-Slurm's accounting store (`sacct`): a task has finished when its result file exists, and has
-died when `squeue` reports it ended (or no longer knows it) and no result appeared.
+Slurm's accounting store (`sacct`): a task has finished when its result file exists and
+`squeue` shows it neither queued nor running, and has died when `squeue` reports it ended
+(or no longer knows it) and no result appeared.
 """
 
 from __future__ import annotations
@@ -127,14 +128,17 @@ def follow(
             for i, job in enumerate(jobs):
                 if i in outcomes:
                     continue
-                if job.paths.result_pickle.exists():
+                state = states.get(job.job_id) if states else None
+                active = state is not None and state.split()[0] not in ENDED
+                # A result is final once Slurm runs the task no more: a task requeued after
+                # writing one (killed late, or failed during a requeue) writes it again.
+                if job.paths.result_pickle.exists() and not active:
                     outcomes[i] = collect(i, job)
                     bar.update(1)
                     continue
                 if states is None:
                     continue
-                state = states.get(job.job_id)
-                if state is not None and state.split()[0] not in ENDED:
+                if active:
                     ended_at.pop(i, None)  # pending, running, requeued
                 elif now - ended_at.setdefault(i, now) > grace_s:
                     why = f"Slurm state {state}" if state else "Slurm no longer knows the task"

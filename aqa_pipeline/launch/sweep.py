@@ -8,29 +8,30 @@ A sweep directory:
                                               (its metrics.json is what the table reads)
     SWEEP/logs/                               Slurm task logs
 
-Every run trains with one seed; a requeued run (preemption, time limit) starts again, which
-is cheap next to extraction since heads train on cached features.
+Every run trains with one seed, and with folds given, on one fold: an index into the folds
+of the labels (e.g. JIGSAWS' 4 cross-validation folds). A requeued run (preemption, time
+limit) starts again, which is cheap next to extraction since heads train on cached features.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import click
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from aqa_pipeline.config import flatten, load_config, set_dotted
+from aqa_pipeline.config import flatten, load_config
 from aqa_pipeline.errors import EXIT_OK, EXIT_USER_ERROR, AqaError
 from aqa_pipeline.launch.options import LaunchOptions
 from aqa_pipeline.launch.outcome import TaskOutcome
 
-FOLD_KEY = "data.fold"  # where a run's cross-validation fold goes in its config
 # Metric columns of the table, in this order, when present in metrics.json.
 COLUMNS = ("spearman", "spearman_std", "spearman_val", "spearman_best_on_test", "rl2", "mse")
 
@@ -53,12 +54,34 @@ class TrainRun(Checkpointable):
     def __call__(self, run: SweepRun, features: Any, labels: Any) -> dict[str, Any]:
         from aqa_pipeline.train import run_training
 
+        if run.fold is not None:
+            labels = one_fold(labels if labels is not None else run.config.get("labels"), run.fold)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         return run_training(run.config, features, labels, run.run_dir, [run.seed])
 
     def checkpoint(self, run: SweepRun, features: Any, labels: Any) -> DelayedSubmission:
         """On preemption/time-out submitit requeues the same run (it starts over)."""
         return DelayedSubmission(TrainRun(), run, features, labels)
+
+
+def one_fold(labels: Any, fold: int) -> Any:
+    """The labels (a spec or LabelSet) restricted to their fold number `fold` (0-based)."""
+    label_set = load_with_folds(labels, [fold])
+    return replace(label_set, folds=[label_set.folds[fold]])
+
+
+def load_with_folds(labels: Any, folds: Sequence[int]) -> Any:
+    """Load the labels; a clear error when they lack one of `folds`."""
+    from aqa_pipeline.datasets import load_labels
+
+    if labels is None:
+        raise AqaError("a sweep over folds needs labels (--labels, or labels: in the config)")
+    label_set = load_labels(labels)
+    names = [f.name for f in label_set.folds]
+    missing = [f for f in folds if not 0 <= f < len(names)]
+    if missing:
+        raise AqaError(f"{label_set.source}: no fold {missing}; it has {len(names)}: {names}")
+    return label_set
 
 
 def plan_sweep(
@@ -80,11 +103,8 @@ def plan_sweep(
         base = load_config(path, overrides)
         for seed in seeds:
             for fold in folds or [None]:
-                config = json.loads(json.dumps(base))  # a deep copy per run
-                name = f"{stem}-seed{seed}"
-                if fold is not None:
-                    set_dotted(config, FOLD_KEY, fold)
-                    name += f"-fold{fold}"
+                config = copy.deepcopy(base)
+                name = f"{stem}-seed{seed}" + (f"-fold{fold}" if fold is not None else "")
                 run_dir = Path(sweep_dir).resolve() / "runs" / name
                 runs.append(SweepRun(name, str(path), config, int(seed), fold, run_dir))
     return runs
@@ -115,6 +135,10 @@ def launch_train_sweep(
     sweep_dir = Path(sweep_dir)
     runs = plan_sweep(configs, seeds, folds, sweep_dir, overrides)
     features, labels = _absolute(features), _absolute(labels)
+    if folds:  # a missing fold fails here, not in every task
+        specs = {str(s): s for s in (labels or r.config.get("labels") for r in runs)}
+        for spec in specs.values():
+            load_with_folds(spec, folds)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     plan = [{"name": r.name, "config": r.config_path, "seed": r.seed, "fold": r.fold,
              "run_dir": str(r.run_dir)} for r in runs]  # fmt: skip
