@@ -29,26 +29,14 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
+    from aqa_pipeline.demo import demo
+    from aqa_pipeline.evaluate.cli import evaluate
     from aqa_pipeline.extract.cli import extract
     from aqa_pipeline.features.cli import features
+    from aqa_pipeline.train.cli import train
 
-    main.add_command(extract)
-    main.add_command(features)
-    try:  # stage 2 and the demo register themselves when present
-        from aqa_pipeline.train.cli import train
-
-        main.add_command(train)
-    except ImportError:
-        pass
-    try:
-        from aqa_pipeline.evaluate.cli import evaluate
-
-        main.add_command(evaluate)
-    except ImportError:
-        pass
-    from aqa_pipeline.demo import demo
-
-    main.add_command(demo)
+    for command in (extract, features, train, evaluate, demo):
+        main.add_command(command)
 
 
 _register()

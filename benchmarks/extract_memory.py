@@ -3,8 +3,8 @@
 Each extraction runs in a fresh process with --workers 0 (decode and backbone in one
 process, so its peak RSS is the whole pipeline's) and reports ru_maxrss. Two recipes:
 `i3d_jigsaws` (160 frames by linspace over the whole video, I3D random init) and the GDLT
-recipe (every frame at 25 fps in 32-frame clips; a tiny Swin so the 20-minute run stays
-short on CPU).
+recipe (every frame at 25 fps in 32-frame clips; a tiny Swin at half the resolution, short
+side 128 -> 112x150 -> 112x112, so the 20-minute run's 937 clips stay affordable on CPU).
 
     python benchmarks/extract_memory.py [--minutes 1 20] [--keep DIR]
 """
@@ -27,8 +27,10 @@ from pathlib import Path
 from aqa_pipeline.config import load_config, set_dotted
 from aqa_pipeline.extract.cli import resolve_config_path
 from aqa_pipeline.extract.runner import ExtractJob, run_extraction
-recipe, video, out, arch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+recipe, video, out, arch, pre = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 config = load_config(resolve_config_path(recipe))
+if pre != "-":
+    config["preprocess"] = json.loads(pre)
 if arch != "-":
     set_dotted(config, "backbone.name", "swin3d")
     set_dotted(config, "backbone.arch", json.loads(arch))
@@ -42,9 +44,9 @@ TINY = {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
         "window_size": [8, 7, 7], "patch_size": [2, 4, 4]}  # fmt: skip
 
 
-def measure(recipe: str, video: Path, out: Path, arch: dict | None) -> dict:
+def measure(recipe: str, video: Path, out: Path, arch: dict | None, pre: dict | None) -> dict:
     res = subprocess.run([sys.executable, "-c", CHILD, recipe, str(video), str(out),
-                          json.dumps(arch) if arch else "-"],
+                          json.dumps(arch) if arch else "-", json.dumps(pre) if pre else "-"],
                          capture_output=True, text=True, check=True)  # fmt: skip
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -67,14 +69,20 @@ def main() -> None:
                 write_video(path, moving_square(int(minutes * 60 * 25), (480, 640), 3.0))
                 print(f"encoded {path.name} in {time.perf_counter() - t0:.0f} s")
             videos[minutes] = path
-        for recipe, arch in (("i3d_jigsaws", None), ("swin_b_gdlt", TINY)):
+        half = {
+            "short_side": 128,
+            "crop": [112, 150],
+            "squash": [112, 112],
+            "normalize": "imagenet",
+        }
+        for recipe, arch, pre in (("i3d_jigsaws", None, None), ("swin_b_gdlt", TINY, half)):
             rows = {}
             for minutes, path in videos.items():
                 vid_dir = Path(tmp) / f"{recipe}_{minutes:g}"
                 vid_dir.mkdir()
                 (vid_dir / path.name).symlink_to(path.resolve())
                 rows[minutes] = measure(
-                    recipe, vid_dir, Path(tmp) / f"{recipe}_{minutes:g}.h5", arch
+                    recipe, vid_dir, Path(tmp) / f"{recipe}_{minutes:g}.h5", arch, pre
                 )
                 r = rows[minutes]
                 print(f"{recipe:12s} {minutes:5g} min: {r['clips']:4d} clips, {r['seconds']:7.1f} s, "
