@@ -1,0 +1,112 @@
+"""Evaluation metrics (REFERENCE.md section 7). All take 1-D arrays in dataset units.
+
+- `spearman`: scipy.stats.spearmanr over the whole test split; constant predictions (no
+  ranking at all) count as 0.
+- `fisher_z_mean`: tanh(mean(atanh(rho))), the papers' average over classes / folds.
+- `rl2`: R-l2 = mean(((p - y) / (y_max - y_min))^2) x 100, as the papers print it; the
+  range is the fold's score range.
+- `mse`, `mae`: in dataset units.
+- For a Gaussian prediction (mean p, std sigma): `gaussian_nll` (mean, natural log),
+  `coverage` of the central interval p +- z * sigma at a nominal level, and
+  `sigma_error_spearman`, the rank correlation between sigma and |p - y|.
+- `bootstrap_spearman`: resampled videos -> the 95% interval of the seed- and
+  fold-averaged Spearman.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+RHO_CLIP = 0.999999
+
+
+def spearman(pred: np.ndarray, true: np.ndarray) -> float:
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if len(pred) < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0:
+        return 0.0
+    return float(stats.spearmanr(pred, true).statistic)
+
+
+def fisher_z_mean(rhos: Sequence[float]) -> float:
+    """tanh(mean(atanh(rho))); one value (or equal values) is returned unchanged."""
+    r = np.asarray(rhos, dtype=np.float64)
+    if np.all(r == r[0]):
+        return float(r[0])
+    return float(np.tanh(np.arctanh(np.clip(r, -RHO_CLIP, RHO_CLIP)).mean()))
+
+
+def rl2(pred: np.ndarray, true: np.ndarray, score_range: tuple[float, float]) -> float:
+    lo, hi = score_range
+    span = hi - lo if hi > lo else 1.0
+    return float(np.mean(((np.asarray(pred) - np.asarray(true)) / span) ** 2) * 100.0)
+
+
+def mse(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean((np.asarray(pred) - np.asarray(true)) ** 2))
+
+
+def mae(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(pred) - np.asarray(true))))
+
+
+def gaussian_nll(pred: np.ndarray, sigma: np.ndarray, true: np.ndarray) -> float:
+    var = np.maximum(np.asarray(sigma, dtype=np.float64), 1e-12) ** 2
+    err2 = (np.asarray(true) - np.asarray(pred)) ** 2
+    return float(np.mean(0.5 * np.log(2 * np.pi * var) + err2 / (2 * var)))
+
+
+def coverage(pred: np.ndarray, sigma: np.ndarray, true: np.ndarray, level: float) -> float:
+    """Share of true values inside the central `level` interval of N(pred, sigma^2)."""
+    z = stats.norm.ppf(0.5 + level / 2)
+    return float(np.mean(np.abs(np.asarray(true) - np.asarray(pred)) <= z * np.asarray(sigma)))
+
+
+def sigma_error_spearman(pred: np.ndarray, sigma: np.ndarray, true: np.ndarray) -> float:
+    return spearman(np.asarray(sigma), np.abs(np.asarray(pred) - np.asarray(true)))
+
+
+def _rank_rows(a: np.ndarray) -> np.ndarray:
+    return stats.rankdata(a, axis=-1)
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(-1) / den
+    return np.where(den > 0, r, 0.0)
+
+
+def bootstrap_spearman(
+    groups: Sequence[tuple[np.ndarray, np.ndarray]],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% interval of the averaged Spearman under resampling of the test videos.
+
+    `groups` has one (pred (S, n_f), true (n_f,)) per fold: predictions of S seeds on the
+    fold's n_f test videos. Each resample draws the videos of every fold with replacement
+    (the same draw for all seeds), computes every seed's Spearman, averages folds with
+    Fisher-z and then seeds, like the point estimate.
+    """
+    if n_boot <= 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    per_fold = []
+    for pred, true in groups:
+        pred = np.atleast_2d(np.asarray(pred, dtype=np.float64))
+        n = pred.shape[1]
+        idx = rng.integers(0, n, size=(n_boot, n))
+        t = _rank_rows(np.asarray(true, dtype=np.float64)[idx])  # (n_boot, n)
+        per_fold.append(np.stack([_pearson_rows(_rank_rows(p[idx]), t) for p in pred], axis=1))
+    if len(per_fold) == 1:
+        stat = per_fold[0].mean(axis=1)
+    else:  # Fisher-z over folds per resample and seed, then the seed mean
+        z = np.mean([np.arctanh(np.clip(r, -RHO_CLIP, RHO_CLIP)) for r in per_fold], axis=0)
+        stat = np.tanh(z).mean(axis=1)
+    lo, hi = np.percentile(stat, [2.5, 97.5])
+    return float(lo), float(hi)

@@ -1,0 +1,137 @@
+"""Model selection protocols and the metrics.json summary.
+
+Protocols (one model trajectory per fold and seed, trained on the fold's whole train split):
+- `final`: the last epoch. The honest default.
+- `val`: the epoch chosen by a second run of the same seed trained on train minus a seeded
+  validation part (eval.val_fraction), at its best validation Spearman; the reported
+  figure is the full-train model at that epoch. The test set never picks anything.
+- `best_on_test`: the epoch with the best TEST Spearman, which is what the papers report.
+  It is optimistic by construction and labelled so.
+
+Aggregation: Spearman per (fold, seed); Fisher-z average over folds per seed; mean and
+sample std over seeds; a bootstrap 95% interval over test videos. Other metrics are
+averaged over folds, then over seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aqa_pipeline.evaluate import metrics as M
+from aqa_pipeline.evaluate.predictions import PROTOCOLS, Predictions
+
+NOTES = {
+    "final": "last epoch",
+    "val": "epoch chosen on a held-out part of train (never on test)",
+    "best_on_test": "epoch with the best test Spearman: what the papers report (optimistic)",
+}
+SIGMA_METRICS = ("nll", "coverage_50", "coverage_90", "sigma_error_spearman")
+
+
+def select_epoch(curve: np.ndarray) -> int:
+    """The first epoch with the highest value (NaN never wins)."""
+    c = np.where(np.isfinite(curve), curve, -np.inf)
+    return int(np.argmax(c))
+
+
+def fold_metrics(
+    sel: dict[str, np.ndarray], score_range: tuple[float, float], scale: float | None
+) -> dict[str, float]:
+    p, y, s = sel["pred"], sel["true"], sel["sigma"]
+    out = {
+        "spearman": M.spearman(p, y),
+        "rl2": M.rl2(p, y, score_range),
+        "mse": M.mse(p, y),
+        "mae": M.mae(p, y),
+    }
+    if scale:
+        out["mse_norm"] = out["mse"] / scale**2
+    if len(s) and np.isfinite(s).all():
+        out["nll"] = M.gaussian_nll(p, s, y)
+        out["coverage_50"] = M.coverage(p, s, y, 0.5)
+        out["coverage_90"] = M.coverage(p, s, y, 0.9)
+        out["sigma_error_spearman"] = M.sigma_error_spearman(p, s, y)
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def protocol_summary(
+    preds: Predictions,
+    protocol: str,
+    score_ranges: dict[str, tuple[float, float]],
+    scale: float | None,
+    n_boot: int,
+) -> dict[str, Any]:
+    _, folds, seeds = preds.keys()
+    per: dict[tuple[str, int], dict[str, float]] = {}
+    epochs: dict[str, dict[str, int]] = {}
+    groups = []
+    for fold in folds:
+        stacked = []
+        for seed in seeds:
+            sel = preds.select(protocol, fold, seed)
+            per[fold, seed] = fold_metrics(sel, score_ranges[fold], scale)
+            epochs.setdefault(fold, {})[str(seed)] = (
+                int(sel["epoch"][0]) if len(sel["epoch"]) else -1
+            )
+            order = np.argsort(sel["video_id"], kind="stable")
+            stacked.append(sel["pred"][order])
+            true = sel["true"][order]
+        groups.append((np.stack(stacked), true))
+    names = list(per[folds[0], seeds[0]])
+    per_seed: dict[str, dict[str, float]] = {}
+    for seed in seeds:
+        rows = [per[f, seed] for f in folds]
+        m = {k: float(np.mean([r[k] for r in rows])) for k in names}
+        m["spearman"] = M.fisher_z_mean([r["spearman"] for r in rows])
+        per_seed[str(seed)] = m
+    out: dict[str, Any] = {"note": NOTES.get(protocol, "")}
+    for k in names:
+        out[k], out[f"{k}_std"] = _mean_std([per_seed[str(s)][k] for s in seeds])
+    out["spearman_ci95"] = list(M.bootstrap_spearman(groups, n_boot))
+    out["spearman_per_seed"] = [per_seed[str(s)]["spearman"] for s in seeds]
+    out["per_seed"] = per_seed
+    out["per_fold"] = {
+        f: {k: float(np.mean([per[f, s][k] for s in seeds])) for k in names} for f in folds
+    }
+    out["epochs"] = epochs
+    return out
+
+
+def summarize(
+    preds: Predictions,
+    score_ranges: dict[str, tuple[float, float]],
+    scale: float | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """metrics.json: headline figures (final protocol) plus every protocol in detail."""
+    protocols, folds, seeds = preds.keys()
+    detail = {
+        p: protocol_summary(preds, p, score_ranges, scale, n_boot)
+        for p in PROTOCOLS
+        if p in protocols
+    }
+    final = detail["final"]
+    n_test = sum(len(preds.select("final", f, seeds[0])["pred"]) for f in folds)
+    out: dict[str, Any] = {
+        "spearman": final["spearman"],
+        "spearman_std": final["spearman_std"],
+        "spearman_ci95": final["spearman_ci95"],
+        "spearman_per_seed": final["spearman_per_seed"],
+    }
+    for p in ("val", "best_on_test"):
+        d = detail.get(p)
+        out[f"spearman_{p}"] = d["spearman"] if d else None
+        out[f"spearman_{p}_std"] = d["spearman_std"] if d else None
+    for k in ("rl2", "mse", "mae", "mse_norm", *SIGMA_METRICS):
+        if k in final:
+            out[k], out[f"{k}_std"] = final[k], final[f"{k}_std"]
+    out.update({"n_test": n_test, "n_folds": len(folds), "folds": folds, "seeds": seeds})
+    out["protocols"] = detail
+    return out

@@ -1,0 +1,99 @@
+"""report.md: the protocols side by side, sigma metrics, per-fold figures and the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aqa_pipeline.evaluate import plots
+from aqa_pipeline.evaluate.predictions import Predictions
+from aqa_pipeline.evaluate.protocols import SIGMA_METRICS
+from aqa_pipeline.train.rundir import read_epochs
+
+
+def _f(x: Any, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def protocol_table(metrics: dict[str, Any]) -> list[str]:
+    lines = [
+        "| protocol | Spearman (mean +- std over seeds) | 95% CI | R-l2 (x100) | MSE | MAE "
+        "| selection |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, d in metrics["protocols"].items():
+        ci = d["spearman_ci95"]
+        lines.append(
+            f"| {name} | {_f(d['spearman'])} +- {_f(d['spearman_std'])} | "
+            f"[{_f(ci[0], 3)}, {_f(ci[1], 3)}] | {_f(d['rl2'], 3)} | {_f(d['mse'], 3)} | "
+            f"{_f(d['mae'], 3)} | {d['note']} |"
+        )
+    return lines
+
+
+def sigma_table(metrics: dict[str, Any]) -> list[str]:
+    lines = [
+        "| protocol | Gaussian NLL | coverage 50% | coverage 90% | Spearman(sigma, abs err) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in metrics["protocols"].items():
+        if "nll" in d:
+            lines.append(
+                f"| {name} | {_f(d['nll'], 3)} | {_f(d['coverage_50'], 3)} | "
+                f"{_f(d['coverage_90'], 3)} | {_f(d['sigma_error_spearman'], 3)} |"
+            )
+    return lines
+
+
+def fold_table(metrics: dict[str, Any]) -> list[str]:
+    names = list(metrics["protocols"])
+    lines = ["| fold | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    folds = metrics["protocols"]["final"]["per_fold"]
+    for fold in folds:
+        cells = [_f(metrics["protocols"][p]["per_fold"][fold]["spearman"]) for p in names]
+        lines.append(f"| {fold} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(run_dir: Path, metrics: dict[str, Any], preds: Predictions | None = None) -> Path:
+    """Write run_dir/report.md and run_dir/plots/*.png; returns the report path."""
+    run_dir = Path(run_dir)
+    preds = preds if preds is not None else Predictions.read(run_dir / "predictions.csv")
+    figs = run_dir / "plots"
+    seed = metrics["seeds"][0]
+    lines = [
+        f"# {metrics.get('name') or metrics.get('head')} run report",
+        "",
+        f"- head: `{metrics.get('head')}`; labels: `{metrics.get('labels')}`",
+        f"- features: `{metrics.get('features')}`",
+        f"- seeds: {metrics['seeds']}; folds: {metrics['n_folds']}; test videos: "
+        f"{metrics['n_test']} (per seed, all folds)",
+        "",
+        "## Spearman by protocol",
+        "",
+        "Folds are averaged with Fisher-z, then seeds. `best_on_test` picks each epoch on the",
+        "test set, as the papers report: it is optimistic and is not a fair estimate.",
+        "",
+        *protocol_table(metrics),
+        "",
+    ]
+    if any(k in metrics for k in SIGMA_METRICS):
+        lines += ["## Uncertainty (sigma)", "", *sigma_table(metrics), ""]
+        plots.calibration(preds, list(metrics["protocols"]), figs / "calibration.png")
+        lines += ["![calibration](plots/calibration.png)", ""]
+    if metrics["n_folds"] > 1:
+        lines += ["## Per fold (Spearman, mean over seeds)", "", *fold_table(metrics), ""]
+    plots.pred_vs_true(preds, "final", seed, figs / "pred_vs_true.png")
+    lines += ["## Predicted vs true", "", "![pred vs true](plots/pred_vs_true.png)", ""]
+    epoch_rows = read_epochs(run_dir / "epochs.csv")
+    if epoch_rows:
+        plots.curves(epoch_rows, figs / "curves.png")
+        lines += ["## Training curves", "", "![curves](plots/curves.png)", ""]
+    timelines = (
+        sorted((run_dir / "timelines").glob("*.png")) if (run_dir / "timelines").is_dir() else []
+    )
+    if timelines:
+        lines += ["## Timelines", ""] + [f"![{p.stem}](timelines/{p.name})" for p in timelines[:50]]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,92 @@
+"""`aqa train`: train a head on a feature cache; writes a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from aqa_pipeline.config import load_config
+
+
+def print_summary(metrics: dict, run_dir: Path) -> None:
+    for name, d in metrics["protocols"].items():
+        lo, hi = d["spearman_ci95"]
+        click.echo(
+            f"{name:>13}: Spearman {d['spearman']:.4f} +- {d['spearman_std']:.4f} "
+            f"(95% CI {lo:.3f}..{hi:.3f}), R-l2 {d['rl2']:.3f}, MSE {d['mse']:.3f}"
+        )
+    if "coverage_90" in metrics:
+        click.echo(
+            f"        sigma: NLL {metrics['nll']:.3f}, coverage 50% {metrics['coverage_50']:.3f}, "
+            f"90% {metrics['coverage_90']:.3f}, Spearman(sigma, |err|) "
+            f"{metrics['sigma_error_spearman']:.3f}"
+        )
+    click.echo(
+        f"best_on_test selects epochs on the test set (what papers report); report: "
+        f"{run_dir / 'report.md'}"
+    )
+
+
+@click.command("train")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Train config (YAML), e.g. configs/train/dae_mtl_aqa.yaml.",
+)
+@click.option(
+    "--features",
+    required=True,
+    type=click.Path(),
+    help="Feature cache (HDF5) written by aqa extract / aqa features import.",
+)
+@click.option(
+    "--labels",
+    default=None,
+    metavar="SPEC",
+    help="Labels: NAME:PATH[?key=value&...], e.g. mtl_aqa:DIR, "
+    "jigsaws:DIR?task=Suturing&fold=0, aqa7:DIR?class=diving, fisv:DIR?target=TES, "
+    "csv:FILE.csv (video_id,score[,split][,difficulty][,judge_1..][,sub_*][,class]). "
+    "Default: the config's labels.",
+)
+@click.option(
+    "--run-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (config, log, epochs.csv, predictions.csv, metrics.json, "
+    "heads.safetensors, report.md).",
+)
+@click.option(
+    "--seeds",
+    type=int,
+    default=None,
+    help="Train N seeds (train.seed .. train.seed + N - 1); default: the config's.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set optim.lr=1e-3 (repeatable).",
+)
+def train(
+    config_path: str,
+    features: str,
+    labels: str | None,
+    run_dir: str,
+    seeds: int | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Train a head on cached features for every fold and seed, then evaluate it.
+
+    Reports three protocols: final (last epoch), val (epoch chosen on a seeded held-out part
+    of train) and best_on_test (epoch chosen on the test set, as papers report: optimistic).
+    Exit 3 when the cache's provenance differs from the config's features.require.
+    """
+    from aqa_pipeline.train.runner import run_training
+
+    cfg = load_config(config_path, overrides)
+    metrics = run_training(cfg, features, labels, Path(run_dir), seeds)
+    print_summary(metrics, Path(run_dir))

@@ -1,0 +1,251 @@
+"""Several seeds of one head, trained in lockstep on their own batches.
+
+- `StackedGroup` (heads with `batch_seeds = True`): the seeds' parameters are stacked
+  (S, ...) with torch.func.stack_module_state and one vmapped call runs every seed's
+  forward and loss; one optimiser steps the stacked tensors (its updates are elementwise,
+  so each seed gets exactly its own update). Random draws inside the head (the DAE sample,
+  dropout) come from one generator for the group, so a seed trained in a group of 10 and
+  alone differ in those draws only (initialisation and batch order are per seed).
+- `SequentialGroup` (every other head, and any head with one seed): one module and
+  optimiser per seed, stepped one after the other, each seed with its own torch RNG
+  state, so a seed's result does not depend on the other seeds.
+
+Evaluation runs under a fixed RNG seed (`eval_seed`), so predicting again from a saved
+snapshot reproduces the predictions made during training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.optim import build_optimizer, build_scheduler
+
+CLIP_OUTPUTS = ("clip_scores", "clip_weights")
+
+
+def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prediction_of(head: Head, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+    """head.predict plus the per-clip outputs, float32, without None entries."""
+    pred = dict(head.predict(out, batch))
+    for key in CLIP_OUTPUTS:
+        if key in out:
+            pred[key] = out[key]
+    return {k: v.float() for k, v in pred.items() if v is not None}
+
+
+class HeadCall(nn.Module):
+    """forward -> loss or prediction in one call, so functional_call swaps the parameters
+    for the whole step."""
+
+    def __init__(self, head: Head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, inputs: dict[str, Tensor], batch: dict[str, Any], mode: str) -> Any:
+        out = self.head(inputs["x"], inputs.get("mask"))
+        if mode == "loss":
+            return self.head.loss(out, batch)
+        return prediction_of(self.head, out, batch)
+
+
+class ModelGroup:
+    """Interface of both groups; heads[s] was initialised under seeds[s]."""
+
+    def __init__(
+        self, heads: list[Head], cfg: dict[str, Any], steps_per_epoch: int, rng_seeds: list[int]
+    ):
+        self.seeds_n = len(heads)
+        self.rng_states = []  # torch RNG state(s) of the random draws inside the heads
+        for seed in rng_seeds:
+            with fixed_rng(seed):
+                self.rng_states.append(torch.get_rng_state())
+        self.cfg = cfg
+        self.amp = cfg["train"]["amp"]
+        self.per_iteration = cfg["schedule"]["per"] == "iteration"
+        self.epochs = int(cfg["train"]["epochs"])
+        self.steps_per_epoch = steps_per_epoch
+
+    @contextlib.contextmanager
+    def _own_rng(self, i: int) -> Iterator[None]:
+        """Run the block on RNG state i, then keep its new state for next time."""
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.rng_states[i])
+            yield
+            self.rng_states[i] = torch.get_rng_state()
+
+    def train_step(self, inputs: dict[str, Tensor], batch: dict[str, Tensor], epoch: int) -> Tensor:
+        """One optimiser step for every seed; inputs/batch tensors are (S, B, ...)."""
+        raise NotImplementedError
+
+    def predict(
+        self, inputs: dict[str, Tensor], batch: dict[str, Tensor], eval_seed: int
+    ) -> dict[str, Tensor]:
+        """Predictions (S, B, ...) in eval mode."""
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Step per-epoch schedules."""
+        raise NotImplementedError
+
+    def state_dict(self, s: int) -> dict[str, Tensor]:
+        """A copy of seed s's parameters and buffers (the head's own names)."""
+        raise NotImplementedError
+
+    def load_state_dicts(self, states: list[dict[str, Tensor]]) -> None:
+        raise NotImplementedError
+
+    @property
+    def lr(self) -> float:
+        raise NotImplementedError
+
+
+class StackedGroup(ModelGroup):
+    def __init__(
+        self, heads: list[Head], cfg: dict[str, Any], steps_per_epoch: int, seeds: list[int]
+    ):
+        # one generator for the group, seeded from all its seeds
+        super().__init__(heads, cfg, steps_per_epoch, [zlib.crc32(repr(list(seeds)).encode())])
+        calls = [HeadCall(h) for h in heads]
+        self.call = calls[0]
+        self.params, self.buffers = stack_module_state(calls)
+        self.device = next(iter(self.params.values())).device
+        self.opt = build_optimizer(self.params.values(), cfg["optim"])
+        self.sched = build_scheduler(self.opt, cfg["schedule"], self.epochs, steps_per_epoch)
+
+    def _vmapped(self, mode: str, epoch: int) -> Callable:
+        def one(params: dict, buffers: dict, inputs: dict, batch: dict) -> Any:
+            batch = {**batch, "epoch": epoch}
+            return functional_call(self.call, (params, buffers), (inputs, batch, mode))
+
+        return vmap(one, randomness="different")
+
+    def train_step(self, inputs: dict[str, Tensor], batch: dict[str, Tensor], epoch: int) -> Tensor:
+        self.call.train()
+        with self._own_rng(0), autocast(self.amp, self.device):
+            losses = self._vmapped("loss", epoch)(self.params, self.buffers, inputs, batch)
+        self.opt.zero_grad(set_to_none=True)
+        losses.float().sum().backward()
+        self.opt.step()
+        if self.sched is not None and self.per_iteration:
+            self.sched.step()
+        return losses.detach().float()
+
+    def predict(
+        self, inputs: dict[str, Tensor], batch: dict[str, Tensor], eval_seed: int
+    ) -> dict[str, Tensor]:
+        self.call.eval()
+        with torch.no_grad(), fixed_rng(eval_seed), autocast(self.amp, self.device):
+            return self._vmapped("predict", 0)(self.params, self.buffers, inputs, batch)
+
+    def end_epoch(self) -> None:
+        if self.sched is not None and not self.per_iteration:
+            self.sched.step()
+
+    def state_dict(self, s: int) -> dict[str, Tensor]:
+        named = {**self.params, **self.buffers}
+        return {k.removeprefix("head."): v[s].detach().clone() for k, v in named.items()}
+
+    def load_state_dicts(self, states: list[dict[str, Tensor]]) -> None:
+        with torch.no_grad():
+            for k, v in {**self.params, **self.buffers}.items():
+                v.copy_(torch.stack([st[k.removeprefix("head.")] for st in states]))
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+
+class SequentialGroup(ModelGroup):
+    def __init__(
+        self, heads: list[Head], cfg: dict[str, Any], steps_per_epoch: int, seeds: list[int]
+    ):
+        super().__init__(heads, cfg, steps_per_epoch, seeds)  # one generator per seed
+        self.heads = heads
+        self.device = next(heads[0].parameters()).device
+        self.opts = [build_optimizer(h.parameters(), cfg["optim"]) for h in heads]
+        self.scheds = [
+            build_scheduler(o, cfg["schedule"], self.epochs, steps_per_epoch) for o in self.opts
+        ]
+
+    def train_step(self, inputs: dict[str, Tensor], batch: dict[str, Tensor], epoch: int) -> Tensor:
+        losses = []
+        for s, (head, opt) in enumerate(zip(self.heads, self.opts, strict=True)):
+            head.train()
+            b = {k: v[s] for k, v in batch.items()} | {"epoch": epoch}
+            with self._own_rng(s), autocast(self.amp, self.device):
+                out = head(inputs["x"][s], inputs["mask"][s] if "mask" in inputs else None)
+                loss = head.loss(out, b)
+            opt.zero_grad(set_to_none=True)
+            loss.float().backward()
+            opt.step()
+            if self.scheds[s] is not None and self.per_iteration:
+                self.scheds[s].step()
+            losses.append(loss.detach().float())
+        return torch.stack(losses)
+
+    def predict(
+        self, inputs: dict[str, Tensor], batch: dict[str, Tensor], eval_seed: int
+    ) -> dict[str, Tensor]:
+        preds = []
+        for s, head in enumerate(self.heads):
+            head.eval()
+            b = {k: v[s] for k, v in batch.items()} | {"epoch": 0}
+            with torch.no_grad(), fixed_rng(eval_seed + s), autocast(self.amp, self.device):
+                out = head(inputs["x"][s], inputs["mask"][s] if "mask" in inputs else None)
+                preds.append(prediction_of(head, out, b))
+        return {k: torch.stack([p[k] for p in preds]) for k in preds[0]}
+
+    def end_epoch(self) -> None:
+        for sched in self.scheds:
+            if sched is not None and not self.per_iteration:
+                sched.step()
+
+    def state_dict(self, s: int) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.heads[s].state_dict().items()}
+
+    def load_state_dicts(self, states: list[dict[str, Tensor]]) -> None:
+        for h, st in zip(self.heads, states, strict=True):
+            h.load_state_dict(st)
+
+    @property
+    def lr(self) -> float:
+        return float(self.opts[0].param_groups[0]["lr"])
+
+
+@contextlib.contextmanager
+def fixed_rng(seed: int) -> Iterator[None]:
+    """Run the block with torch's CPU generator seeded to `seed`, then restore it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def build_group(
+    make_head: Callable[[], Head],
+    seeds: list[int],
+    cfg: dict[str, Any],
+    steps_per_epoch: int,
+    device: torch.device,
+) -> ModelGroup:
+    """Initialise one head per seed (under that seed) and group them: stacked when the head
+    allows and there are several seeds (vmap costs more than it saves for one)."""
+    heads = []
+    for seed in seeds:
+        with fixed_rng(seed):
+            heads.append(make_head().to(device))
+    if type(heads[0]).batch_seeds and len(heads) > 1:
+        return StackedGroup(heads, cfg, steps_per_epoch, seeds)
+    return SequentialGroup(heads, cfg, steps_per_epoch, seeds)

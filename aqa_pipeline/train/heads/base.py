@@ -1,0 +1,52 @@
+"""The interface every head implements (plain nn.Modules; the training loop is separate).
+
+A head maps cached features to a score in normalised target units (the dataset's score
+divided by `label.scale`); the loop multiplies predictions back.
+
+Input kinds (`Head.input_kind`):
+- "video": x is (B, D), the per-video mean of the clip features.
+- "clips": x is (B, T, D) clip sequences with mask (B, T) bool, True = real clip.
+- "pairs": x is (B, M, 2D + 2): for each of M exemplars of the same action class,
+  [query features (D), exemplar features (D), exemplar target (1, normalised units),
+  exemplar difficulty (1; 1.0 when the labels have none)]. M = 1 in training.
+
+`batch` (for `loss` and `predict`) holds tensors with B first: "target" (B,) normalised,
+and where the labels have them "difficulty" (B,), "judges" (B, J) and "subscores" (B, K)
+(both normalised like the target), "class_id" (B,), "mask" (B, T); plus "epoch" (int).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+
+class Head(nn.Module):
+    """Base class of all heads.
+
+    Class attributes:
+        input_kind: "video" | "clips" | "pairs" (see the module docstring).
+        batch_seeds: True when several seeds can train as one vmapped model: the head has
+            no buffers and no data-dependent Python control flow in forward/loss/predict.
+            Heads that leave it False are trained seed after seed in one process.
+        requires: label fields the head needs in `batch` ("difficulty", "judges",
+            "subscores", "class_id"); the loop checks the labels provide them.
+    """
+
+    input_kind: ClassVar[str] = "video"
+    batch_seeds: ClassVar[bool] = False
+    requires: tuple[str, ...] = ()  # heads whose needs depend on options set it in __init__
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Return at least "score" (B,); optionally "sigma" (B,), "clip_scores" (B, T),
+        "clip_weights" (B, T) and whatever `loss` needs."""
+        raise NotImplementedError
+
+    def loss(self, out: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        """Scalar training loss of one batch."""
+        raise NotImplementedError
+
+    def predict(self, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor | None]:
+        """The reported prediction (normalised units): "score" (B,) and "sigma" (B,) or None."""
+        return {"score": out["score"], "sigma": out.get("sigma")}

@@ -1,0 +1,192 @@
+"""GDLT: Likert Scoring with Grade Decoupling for Long-term Action Assessment (CVPR 2022).
+
+Clip features (B, T, 1024) -> pointwise projection 1024 -> 512 (BN, ReLU) -> 256 (BN)
+(the paper's Conv1d with kernel 1, written as Linear) -> a post-norm transformer with
+1 encoder and 2 decoder layers (d 256, 1 head, FFN 768, no positional encoding, as
+nn.Transformer) -> 4 learned grade queries. Grade i gets s_i = <q_i, W_i> + b_i (the
+diagonal of Linear(256, 4) applied to the decoded queries), and the prediction is the
+Likert sum  sum_i v_i * sigmoid(s_i) / sum_j sigmoid(s_j)  with v = linspace(0, 1, 4).
+Loss: MSE + alpha * batch-hard triplet loss with cosine distance on the decoded queries,
+labelled by grade index (alpha 1.0 RG, 0.5 Fis-V; margin 1.0).
+
+Padding: x is (B, T, D) with mask (B, T), True = real clip. Batch-norm statistics are taken
+over the real clips only, and the encoder and the decoder's cross-attention never attend to
+padding, so a whole program can be scored in a padded batch (the authors test one video at a
+time). Interpretability: the grade queries' cross-attention over the clips in the last
+decoder layer splits the score exactly into clip weights c_t = sum_i p_i A_it and clip scores
+sum_i p_i v_i A_it / c_t, with sum_t c_t * clip_score_t = score.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aqa_pipeline.errors import AqaError
+from aqa_pipeline.train.heads import register_head
+from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.losses import dae_likelihood_loss
+from aqa_pipeline.train.losses_longform import hardest_triplet_loss
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over the channels of (B, T, C) whose training statistics use only the
+    positions where mask (B, T) is True. With no mask it equals nn.BatchNorm1d on (B, C, T)."""
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if mask is None or not self.training:
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        real = x[mask]  # (N, C)
+        n = real.shape[0]
+        mean = real.mean(dim=0)
+        var = real.var(dim=0, unbiased=False)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                unbiased = var * (n / max(n - 1, 1))
+                self.running_mean.mul_(1 - m).add_(m * mean)
+                self.running_var.mul_(1 - m).add_(m * unbiased)
+                self.num_batches_tracked += 1
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return y * mask[..., None]
+
+
+class PostNormDecoderLayer(nn.Module):
+    """nn.TransformerDecoderLayer (post-norm, ReLU) that also returns the cross-attention
+    weights (B, Q, T), averaged over heads."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop1, self.drop2, self.drop3 = (nn.Dropout(dropout) for _ in range(3))
+
+    def forward(
+        self, q: Tensor, memory: Tensor, memory_pad: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """q (B, Q, d), memory (B, T, d), memory_pad (B, T) True = padding."""
+        q = self.norm1(q + self.drop1(self.self_attn(q, q, q, need_weights=False)[0]))
+        a, weights = self.cross_attn(q, memory, memory, key_padding_mask=memory_pad)
+        q = self.norm2(q + self.drop2(a))
+        q = self.norm3(q + self.drop3(self.ffn(q)))
+        return q, weights
+
+
+@register_head("gdlt")
+class GDLT(Head):
+    """GDLT head on clip sequences: x (B, T, D), mask (B, T) -> score (B,) in [0, 1]."""
+
+    input_kind = "clips"
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 256,
+        num_heads: int = 1,
+        num_encoder_layers: int = 1,
+        num_decoder_layers: int = 2,
+        num_grades: int = 4,
+        ffn_dim: int | None = None,
+        dropout: float = 0.7,
+        alpha: float = 0.5,
+        margin: float = 1.0,
+        score_dist: str = "none",
+        dae_alpha: float = 0.6,
+        dae_beta: float = 0.4,
+    ):
+        super().__init__()
+        if score_dist not in ("none", "dae"):
+            raise AqaError(f"gdlt: score_dist must be none|dae, got {score_dist!r}")
+        if num_grades < 2:
+            raise AqaError(f"gdlt: num_grades must be at least 2, got {num_grades}")
+        ffn_dim = ffn_dim or 3 * hidden_dim
+        self.alpha, self.margin = float(alpha), float(margin)
+        self.score_dist = score_dist
+        self.dae_alpha, self.dae_beta = float(dae_alpha), float(dae_beta)
+
+        self.proj1 = nn.Linear(in_dim, in_dim // 2)
+        self.bn1 = MaskedBatchNorm1d(in_dim // 2)
+        self.proj2 = nn.Linear(in_dim // 2, hidden_dim)
+        self.bn2 = MaskedBatchNorm1d(hidden_dim)
+        self.encoder = nn.ModuleList(
+            nn.TransformerEncoderLayer(hidden_dim, num_heads, ffn_dim, dropout, batch_first=True)
+            for _ in range(num_encoder_layers)
+        )
+        self.encoder_norm = nn.LayerNorm(hidden_dim)
+        self.decoder = nn.ModuleList(
+            PostNormDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout)
+            for _ in range(num_decoder_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        # nn.Transformer's initialisation: xavier on every matrix of the encoder and decoder
+        for module in (self.encoder, self.decoder):
+            for p in module.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+        self.grade_queries = nn.Embedding(num_grades, hidden_dim)
+        self.regressor = nn.Linear(hidden_dim, num_grades)
+        self.register_buffer("grade_values", torch.linspace(0, 1, num_grades))
+        if score_dist == "dae":
+            self.logvar_head = nn.Linear(num_grades * hidden_dim, 1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """x (B, T, D) clip features, mask (B, T) bool True = real clip."""
+        x = x.float() if x.dtype in (torch.float16, torch.float64) else x
+        b = x.shape[0]
+        if mask is not None and bool(mask.all()):
+            mask = None
+        pad = None if mask is None else ~mask
+        h = F.relu(self.bn1(self.proj1(x), mask))
+        h = self.bn2(self.proj2(h), mask)
+        for layer in self.encoder:
+            h = layer(h, src_key_padding_mask=pad)
+        memory = self.encoder_norm(h)
+        q = self.grade_queries.weight[None].expand(b, -1, -1)
+        for layer in self.decoder:
+            q, attn = layer(q, memory, pad)
+        q = self.decoder_norm(q)  # (B, G, d)
+        logits = (q * self.regressor.weight).sum(-1) + self.regressor.bias  # diag of Linear
+        p = torch.sigmoid(logits.float())
+        p = p / p.sum(dim=1, keepdim=True)  # (B, G)
+        score = (p * self.grade_values).sum(dim=1)
+        attn = attn.float()  # (B, G, T)
+        clip_weights = torch.einsum("bg,bgt->bt", p, attn)
+        clip_mass = torch.einsum("bg,bgt->bt", p * self.grade_values, attn)
+        clip_scores = torch.where(clip_weights > 0, clip_mass / clip_weights.clamp_min(1e-12), 0.0)
+        result = {
+            "score": score,
+            "clip_scores": clip_scores,
+            "clip_weights": clip_weights,
+            "grade_probs": p,
+            "embed": q,
+        }
+        if self.score_dist == "dae":
+            logvar = self.logvar_head(q.reshape(b, -1)).squeeze(-1).float()
+            result["logvar"] = logvar
+            result["sigma"] = torch.exp(0.5 * logvar)
+        return result
+
+    def loss(self, out: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+        """MSE (or the DAE likelihood) + alpha * hardest-triplet loss over the grade queries."""
+        target = batch["target"].float()
+        if self.score_dist == "dae":
+            main = dae_likelihood_loss(
+                out["score"], out["logvar"], target, self.dae_alpha, self.dae_beta
+            )
+        else:
+            main = F.mse_loss(out["score"], target)
+        if self.alpha == 0:
+            return main
+        embed = out["embed"]
+        b, g, d = embed.shape
+        labels = torch.arange(g, device=embed.device).repeat(b)
+        return main + self.alpha * hardest_triplet_loss(
+            embed.reshape(b * g, d), labels, self.margin
+        )

@@ -1,0 +1,261 @@
+"""InterAQA: Interpretable Long-term AQA (BMVC 2024, arXiv 2408.11687) as a clip-sequence head.
+
+A DETR-style transformer decoder (no encoder) reads the clip features directly as memory
+(no input projection, no memory positional encoding). There is one query per clip, each
+with a sinusoidal positional encoding. Two MLPs on every decoder output give a clip score
+s_q and a clip weight w_q (softmax over the queries); the prediction is sum_q w_q * s_q.
+The loss is MSE plus the attention loss between the self- and the cross-attention outputs
+of every layer (`attention_gram_kl`).
+
+Defaults (`preset="paper"`) reproduce the authors' code, quirks included; each quirk is an
+option:
+- `query="noise"`: the query content is fresh N(0, query_var^2) noise on every forward
+  pass, at test time too (the authors' query_var != 1; Fis-V uses 5). `"learned"` is their
+  query_var == 1 path (a learned embedding per query position), `"shared"` one learned
+  vector for all queries (position comes from the encoding alone, so any length works).
+- `pos_adds_query0=True`: the authors' query positional input is sinusoid + the query
+  content of the batch's first sample (their `pos_encoder(query_embed[:, 0])`).
+- `self_attn_residual="dropped"`: after self-attention the authors keep a + dropout(a)
+  and drop the residual input; `"standard"` is x + dropout(a).
+- `pred_noise=0.05`: N(0, 0.05) noise added to the predictions inside the loss (their
+  RG and Fis-V setting).
+Two more quirks live in the training config: StepLR stepped per iteration
+(`schedule.per: iteration`) and a random crop at test (`data.test_crop: crop`).
+
+`preset="clean"` fixes what is wrong: one learned query vector plus the sinusoid (no noise,
+so test predictions are deterministic and any length can be scored), the standard residual,
+and a positional input that is the sinusoid alone; its configs also step the schedule per
+epoch and score the whole program with padding masks.
+
+Padding: x is (B, T, D) with mask (B, T), True = real clip. Padded clips are never attended
+to (key padding masks in self- and cross-attention), get weight 0, and are left out of the
+attention loss, so padding changes no output of the real clips.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aqa_pipeline.errors import AqaError
+from aqa_pipeline.train.heads import register_head
+from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.losses import dae_likelihood_loss
+from aqa_pipeline.train.losses_longform import attention_gram_kl
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "query": "noise",
+        "pos_adds_query0": True,
+        "self_attn_residual": "dropped",
+    },
+    "clean": {
+        "query": "shared",
+        "pos_adds_query0": False,
+        "self_attn_residual": "standard",
+    },
+}
+
+
+def sinusoid_table(length: int, dim: int) -> Tensor:
+    """The Transformer sinusoidal positional encoding, (length, dim): sin on even dims."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return table
+
+
+def mlp_1024_512_256_1(in_dim: int) -> nn.Sequential:
+    """The weight-score head's MLP: in_dim -> 512 -> 256 -> 1 with ReLU."""
+    return nn.Sequential(
+        nn.Linear(in_dim, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 1)
+    )
+
+
+class PreNormDecoderLayer(nn.Module):
+    """Pre-norm decoder layer: self-attention, cross-attention to the clips, FFN.
+
+    Returns the new queries and the self- and cross-attention outputs (B, Q, D) that the
+    attention loss compares.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, residual: str):
+        super().__init__()
+        if residual not in ("dropped", "standard"):
+            raise AqaError(
+                f"interaqa: self_attn_residual must be dropped|standard, got {residual!r}"
+            )
+        self.residual = residual
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
+        )
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop1, self.drop2, self.drop3 = (nn.Dropout(dropout) for _ in range(3))
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        pos: Tensor,
+        query_pad: Tensor | None,
+        memory_pad: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, Q, D), memory (B, T, D), pos (B or 1, Q, D); *_pad (B, Q|T) True = padding."""
+        h = self.norm1(x)
+        qk = h + pos
+        a_self = self.self_attn(qk, qk, h, key_padding_mask=query_pad, need_weights=False)[0]
+        if self.residual == "dropped":
+            x = a_self + self.drop1(a_self)
+        else:
+            x = x + self.drop1(a_self)
+        h = self.norm2(x)
+        a_cross = self.cross_attn(
+            h + pos, memory, memory, key_padding_mask=memory_pad, need_weights=False
+        )[0]
+        x = x + self.drop2(a_cross)
+        x = x + self.drop3(self.ffn(self.norm3(x)))
+        return x, a_self, a_cross
+
+
+@register_head("interaqa")
+class InterAQA(Head):
+    """InterAQA head on clip sequences: x (B, T, D), mask (B, T) -> score (B,) and per-clip
+    scores and weights (B, T). d_model is the feature dim D (1024 for Video Swin-B / I3D)."""
+
+    input_kind = "clips"
+
+    def __init__(
+        self,
+        in_dim: int,
+        preset: str = "paper",
+        num_layers: int = 2,
+        num_heads: int = 4,
+        ffn_dim: int = 1024,
+        dropout: float = 0.7,
+        query: str | None = None,
+        query_var: float = 5.0,
+        max_queries: int = 1024,
+        pos_adds_query0: bool | None = None,
+        self_attn_residual: str | None = None,
+        attn_loss_weight: float = 1.0,
+        pred_noise: float = 0.05,
+        score_dist: str = "none",
+        dae_alpha: float = 0.6,
+        dae_beta: float = 0.4,
+    ):
+        super().__init__()
+        if preset not in PRESETS:
+            raise AqaError(f"interaqa: preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        opts = dict(PRESETS[preset])
+        given = {
+            "query": query,
+            "pos_adds_query0": pos_adds_query0,
+            "self_attn_residual": self_attn_residual,
+        }
+        opts.update({k: v for k, v in given.items() if v is not None})
+        if opts["query"] not in ("noise", "learned", "shared"):
+            raise AqaError(f"interaqa: query must be noise|learned|shared, got {opts['query']!r}")
+        if score_dist not in ("none", "dae"):
+            raise AqaError(f"interaqa: score_dist must be none|dae, got {score_dist!r}")
+        if in_dim % num_heads:
+            raise AqaError(f"interaqa: feature dim {in_dim} is not divisible by {num_heads} heads")
+        self.query = opts["query"]
+        self.pos_adds_query0 = bool(opts["pos_adds_query0"])
+        self.query_var = float(query_var)
+        self.max_queries = int(max_queries)
+        self.attn_loss_weight = float(attn_loss_weight)
+        self.pred_noise = float(pred_noise)
+        self.score_dist = score_dist
+        self.dae_alpha, self.dae_beta = float(dae_alpha), float(dae_beta)
+
+        if self.query == "learned":
+            self.query_embed = nn.Parameter(torch.randn(self.max_queries, in_dim))
+        elif self.query == "shared":
+            self.query_embed = nn.Parameter(torch.randn(1, in_dim))
+        self.layers = nn.ModuleList(
+            PreNormDecoderLayer(in_dim, num_heads, ffn_dim, dropout, opts["self_attn_residual"])
+            for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(in_dim)
+        self.score_mlp = mlp_1024_512_256_1(in_dim)
+        self.weight_mlp = mlp_1024_512_256_1(in_dim)
+        if score_dist == "dae":
+            self.logvar_mlp = nn.Sequential(nn.Linear(in_dim, 256), nn.ReLU(), nn.Linear(256, 1))
+        self.register_buffer("pe", sinusoid_table(self.max_queries, in_dim), persistent=False)
+
+    def _queries(self, batch: int, length: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Query content (B or 1, Q, D) and positional input (1, Q, D) for Q = length."""
+        if length > self.max_queries:
+            raise AqaError(
+                f"interaqa: {length} clips but max_queries is {self.max_queries}; "
+                "raise head.max_queries or crop (data.clip_num)"
+            )
+        pe = self.pe[:length].to(like.dtype)[None]
+        if self.query == "noise":
+            tgt = torch.randn(batch, length, like.shape[-1], dtype=like.dtype, device=like.device)
+            tgt = tgt * self.query_var
+        elif self.query == "learned":
+            tgt = self.query_embed[:length][None]
+        else:
+            tgt = self.query_embed[None].expand(1, length, -1)
+        pos = pe + tgt[:1] if self.pos_adds_query0 else pe
+        return tgt.expand(batch, -1, -1), pos
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """x (B, T, D) clip features, mask (B, T) bool True = real clip."""
+        x = x.float() if x.dtype in (torch.float16, torch.float64) else x
+        b, t, _ = x.shape
+        pad = None if mask is None or bool(mask.all()) else ~mask
+        tgt, pos = self._queries(b, t, x)
+        out, self_outs, cross_outs = tgt, [], []
+        for layer in self.layers:
+            out, a_self, a_cross = layer(out, x, pos, pad, pad)
+            self_outs.append(a_self)
+            cross_outs.append(a_cross)
+        out = self.norm(out)
+        clip_scores = self.score_mlp(out).squeeze(-1).float()
+        logits = self.weight_mlp(out).squeeze(-1).float()
+        if pad is not None:
+            logits = logits.masked_fill(pad, float("-inf"))
+        weights = torch.softmax(logits, dim=1)
+        result = {
+            "score": (weights * clip_scores).sum(dim=1),
+            "clip_scores": clip_scores,
+            "clip_weights": weights,
+            "self_attn": torch.stack(self_outs),
+            "cross_attn": torch.stack(cross_outs),
+        }
+        if pad is not None:
+            result["mask"] = ~pad  # for the attention loss
+        if self.score_dist == "dae":
+            pooled = (weights[..., None] * out.float()).sum(dim=1)
+            logvar = self.logvar_mlp(pooled).squeeze(-1).float()
+            result["logvar"] = logvar
+            result["sigma"] = torch.exp(0.5 * logvar)
+        return result
+
+    def loss(self, out: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+        """MSE (or the DAE likelihood) on the score + attn_loss_weight * attention loss."""
+        target = batch["target"].float()
+        pred = out["score"]
+        if self.training and self.pred_noise > 0:
+            pred = pred + torch.randn_like(pred) * self.pred_noise
+        if self.score_dist == "dae":
+            main = dae_likelihood_loss(pred, out["logvar"], target, self.dae_alpha, self.dae_beta)
+        else:
+            main = F.mse_loss(pred, target)
+        if self.attn_loss_weight == 0:
+            return main
+        attn = sum(
+            attention_gram_kl(a_s, a_c, out.get("mask"))
+            for a_s, a_c in zip(out["self_attn"], out["cross_attn"], strict=True)
+        )
+        return main + self.attn_loss_weight * attn

@@ -1,0 +1,31 @@
+"""`mlp`: the papers' plain regression baseline, D -> 256 -> 128 -> 1, MSE loss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from aqa_pipeline.train.heads import register_head
+from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.common import Dense, mlp_trunk
+
+
+@register_head("mlp")
+class MLPHead(Head):
+    """x (B, D) -> score (B,), trained with the batch-mean squared error."""
+
+    batch_seeds = True
+
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (256, 128)):
+        super().__init__()
+        self.trunk = mlp_trunk(in_dim, hidden)
+        self.out = Dense(int(hidden[-1]) if hidden else in_dim, 1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        return {"score": self.out(self.trunk(x)).squeeze(-1)}
+
+    def loss(self, out: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        return F.mse_loss(out["score"], batch["target"])

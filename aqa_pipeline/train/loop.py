@@ -1,0 +1,166 @@
+"""The epoch loop of one run (one fold, S seeds in lockstep) and batched prediction.
+
+Each epoch: every seed shuffles its own training rows (its own generator), the group takes
+one step per batch, then every evaluation set is predicted (scores and sigma in dataset
+units) and kept for all epochs, so any epoch can be selected afterwards. Snapshots of the
+weights are taken at requested epochs per seed, at the best epoch of a tracked set, and at
+the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from aqa_pipeline.evaluate.metrics import spearman
+from aqa_pipeline.train.data import TrainData
+from aqa_pipeline.train.group import CLIP_OUTPUTS, ModelGroup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutput:
+    """What one run leaves: curves (E epochs, S seeds) and snapshots per seed."""
+
+    train_loss: np.ndarray  # (E, S)
+    lr: np.ndarray  # (E,)
+    seconds: np.ndarray  # (E,)
+    preds: dict[str, dict[str, np.ndarray]]  # set -> "score"/"sigma" (E, S, n)
+    spearman: dict[str, np.ndarray]  # set -> (E, S)
+    snapshots: dict[str, list[dict[str, Tensor] | None]] = field(default_factory=dict)
+    snapshot_epoch: dict[str, list[int]] = field(default_factory=dict)
+
+
+def predict_rows(
+    group: ModelGroup,
+    data: TrainData,
+    inputs: Any,
+    rows: np.ndarray,
+    batch_size: int,
+    eval_seed: int,
+    clips: bool = False,
+) -> dict[str, Any]:
+    """Predict rows (S, n) with every seed: "score" and "sigma" (S, n) in dataset units
+    ("sigma" only for heads that have one). With clips=True also "clip_scores",
+    "clip_weights" and "clip_index": per seed a list of n 1-D arrays (real clips only)."""
+    rngs = [np.random.default_rng([eval_seed, s]) for s in range(rows.shape[0])]
+    device = data.video.device
+    out: dict[str, list] = {}
+    per_clip: dict[str, list[list[np.ndarray]]] = {}
+    s_n, n = rows.shape
+    for start in range(0, n, batch_size):
+        r = torch.as_tensor(rows[:, start : start + batch_size], device=device)
+        made = inputs.make(r, train=False, rngs=rngs)
+        head_inputs = {k: v for k, v in made.items() if k != "clip_index"}
+        pred = group.predict(head_inputs, data.batch_fields(r), eval_seed)
+        for key in ("score", "sigma"):
+            if key in pred:
+                out.setdefault(key, []).append(pred[key].cpu().numpy() * data.scale)
+        if clips and "clip_index" in made and any(k in pred for k in CLIP_OUTPUTS):
+            index = made["clip_index"].cpu().numpy()
+            for key in (*CLIP_OUTPUTS, "clip_index"):
+                values = index if key == "clip_index" else pred.get(key)
+                if values is None:
+                    continue
+                values = values if isinstance(values, np.ndarray) else values.cpu().numpy()
+                lists = per_clip.setdefault(key, [[] for _ in range(s_n)])
+                for s in range(s_n):
+                    for b in range(values.shape[1]):
+                        lists[s].append(values[s, b][index[s, b] >= 0])
+    result: dict[str, Any] = {k: np.concatenate(v, axis=1) for k, v in out.items()}
+    if "clip_scores" in per_clip:
+        # the head's clip scores are in normalised units like its score
+        per_clip["clip_scores"] = [[a * data.scale for a in lst] for lst in per_clip["clip_scores"]]
+    result.update(per_clip)
+    return result
+
+
+def run_epochs(
+    group: ModelGroup,
+    data: TrainData,
+    inputs: Any,
+    train_rows: np.ndarray,
+    eval_sets: dict[str, np.ndarray],
+    cfg: dict[str, Any],
+    seeds: list[int],
+    order_key: tuple[int, ...],
+    eval_seed: int,
+    snapshot_at: dict[str, list[int]] | None = None,
+    best_on: str | None = None,
+    label: str = "",
+) -> RunOutput:
+    """Train `group` for train.epochs on train_rows (S, n) and predict every eval set
+    (name -> rows (S, n_e)) after each epoch.
+
+    snapshot_at: protocol -> epoch per seed to keep weights of; best_on: an eval set whose
+    best Spearman epoch is kept as "best_on_<set>". The last epoch is kept as "final".
+    """
+    epochs, bs = int(cfg["train"]["epochs"]), int(cfg["train"]["batch_size"])
+    test_bs = int(cfg["test"]["batch_size"])
+    s_n, n = train_rows.shape
+    device = data.video.device
+    gens = [np.random.default_rng([seed, *order_key, 0]) for seed in seeds]  # batch order
+    augs = [np.random.default_rng([seed, *order_key, 1]) for seed in seeds]  # crops, exemplars
+    truth = {k: data.labels.score[v] for k, v in eval_sets.items()}  # (S, n_e)
+    preds: dict[str, dict[str, np.ndarray]] = {k: {} for k in eval_sets}
+    rho = {k: np.full((epochs, s_n), np.nan) for k in eval_sets}
+    losses, lrs, secs = np.zeros((epochs, s_n)), np.zeros(epochs), np.zeros(epochs)
+    snapshot_at = snapshot_at or {}
+    snaps: dict[str, list] = {k: [None] * s_n for k in snapshot_at}
+    best_key = f"best_on_{best_on}" if best_on else None
+    if best_key:
+        snaps[best_key] = [None] * s_n
+    best = np.full(s_n, -np.inf)
+    best_epoch = [0] * s_n
+    n_steps = math.ceil(n / bs)
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        lrs[epoch] = group.lr
+        order = np.stack([train_rows[s][g.permutation(n)] for s, g in enumerate(gens)])
+        total = torch.zeros(s_n)
+        for i in range(n_steps):
+            r = torch.as_tensor(order[:, i * bs : (i + 1) * bs], device=device)
+            made = inputs.make(r, train=True, rngs=augs)
+            head_inputs = {k: v for k, v in made.items() if k != "clip_index"}
+            total += group.train_step(head_inputs, data.batch_fields(r), epoch).cpu()
+        group.end_epoch()
+        losses[epoch] = (total / n_steps).numpy()
+        for name, rows in eval_sets.items():
+            p = predict_rows(group, data, inputs, rows, test_bs, eval_seed)
+            for key, value in p.items():
+                preds[name].setdefault(key, np.zeros((epochs, *value.shape)))[epoch] = value
+            rho[name][epoch] = [spearman(p["score"][s], truth[name][s]) for s in range(s_n)]
+        for proto, at in snapshot_at.items():
+            for s in range(s_n):
+                if at[s] == epoch:
+                    snaps[proto][s] = group.state_dict(s)
+        if best_key:
+            for s in np.flatnonzero(rho[best_on][epoch] > best):
+                best[s], best_epoch[s] = rho[best_on][epoch][s], epoch
+                snaps[best_key][s] = group.state_dict(int(s))
+        secs[epoch] = time.perf_counter() - t0
+        curves = " ".join(f"{k} {np.nanmean(v[epoch]):.4f}" for k, v in rho.items())
+        log.info(
+            "%s epoch %d/%d loss %.4g lr %.3g %s (%.2fs)",
+            label,
+            epoch + 1,
+            epochs,
+            losses[epoch].mean(),
+            lrs[epoch],
+            curves,
+            secs[epoch],
+        )
+    snaps["final"] = [group.state_dict(s) for s in range(s_n)]
+    snap_epoch = {k: list(v) for k, v in snapshot_at.items()}
+    snap_epoch["final"] = [epochs - 1] * s_n
+    if best_key:
+        snap_epoch[best_key] = best_epoch
+    return RunOutput(losses, lrs, secs, preds, rho, snaps, snap_epoch)

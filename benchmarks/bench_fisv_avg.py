@@ -1,0 +1,133 @@
+"""Real features: DAE and MLP heads vs ridge regression on Fis-V's averaged clip features.
+
+Fis-V (500 programs, 400 train / 100 test) with GDLT's Video Swin-B clip features
+(../shared/data/fisv/swintx_avg_fps25_clip32/<id>.npy, (T, 1024) float16): each program is
+the mean of its clip features. Targets TES and PCS, one model per target.
+
+- ridge: closed form on the mean features (centred), lambda chosen by 5-fold
+  cross-validation on the training set (mean fold Spearman) over a log grid. Deterministic.
+- dae / mlp: `run_training` with configs/train/{dae,mlp}_fisv_{tes,pcs}.yaml, 5 seeds; the
+  final, val and best_on_test protocols (best_on_test is shown for reference only).
+
+    python benchmarks/bench_fisv_avg.py [--fisv ../shared/data/fisv] [--seeds 5] [--threads 1]
+
+Target (issue 3): dae and mlp reach at least ridge's test Spearman, for TES and PCS, under
+the final and the val protocols.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aqa_pipeline.config import load_config
+from aqa_pipeline.datasets import LabelSet, load_labels
+from aqa_pipeline.evaluate.metrics import spearman
+from aqa_pipeline.features import FeatureSet, VideoRecord
+from aqa_pipeline.train import run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+FEATURES = "swintx_avg_fps25_clip32"
+
+
+def mean_features(folder: Path) -> FeatureSet:
+    """One record per program holding its mean clip feature (float32)."""
+    recs = []
+    for path in sorted((folder / FEATURES).glob("*.npy")):
+        clips = np.load(path).astype(np.float32)
+        recs.append(
+            VideoRecord(
+                video_id=path.stem,
+                clip_features=clips.mean(0, keepdims=True),
+                clip_frames=np.array([[0, 32 * len(clips)]]),
+            )
+        )
+    return FeatureSet.from_records(recs, 1024, key_fields={"features": FEATURES, "pool": "mean"})
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Weights (L, D) for each lambda, feature mean and target mean (centred ridge via SVD)."""
+    mx, my = x.mean(0), y.mean()
+    u, s, vt = np.linalg.svd(x - mx, full_matrices=False)
+    uy = u.T @ (y - my)
+    w = np.stack([vt.T @ (s / (s**2 + lam) * uy) for lam in lams])
+    return w, mx, my
+
+
+def ridge_cv(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Lambda with the best mean fold Spearman on (x, y), and the CV curve."""
+    lams = np.logspace(-3, 5, 33)
+    order = np.random.default_rng(seed).permutation(len(y))
+    scores = np.zeros((folds, len(lams)))
+    for k in range(folds):
+        val = order[k::folds]
+        tr = np.setdiff1d(order, val)
+        w, mx, my = ridge_fit(x[tr], y[tr], lams)
+        pred = (x[val] - mx) @ w.T + my  # (n_val, L)
+        scores[k] = [spearman(pred[:, j], y[val]) for j in range(len(lams))]
+    curve = scores.mean(0)
+    return float(lams[int(np.argmax(curve))]), curve
+
+
+def ridge_test(fs: FeatureSet, labels: LabelSet) -> tuple[float, float]:
+    fold = labels.folds[0]
+    rows = np.array([fs.index(v) for v in labels.video_ids])
+    x = fs.video_features[rows].astype(np.float64)
+    y = labels.score
+    lam, _ = ridge_cv(x[fold.train], y[fold.train])
+    w, mx, my = ridge_fit(x[fold.train], y[fold.train], np.array([lam]))
+    pred = (x[fold.test] - mx) @ w[0] + my
+    return spearman(pred, y[fold.test]), lam
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--fisv", type=Path, default=ROOT.parent / "shared" / "data" / "fisv")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--heads", nargs="+", default=["dae", "mlp"])
+    ap.add_argument("--targets", nargs="+", default=["tes", "pcs"])
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    fs = mean_features(args.fisv)
+    print(f"Fis-V: {fs.n_videos} programs, mean features {fs.feature_dim}-d ({time.perf_counter() - t0:.1f} s)")
+    rows = []
+    for target in args.targets:
+        labels = load_labels(f"fisv:{args.fisv}?target={target.upper()}")
+        rho, lam = ridge_test(fs, labels)
+        rows.append((target.upper(), f"ridge (lambda {lam:.3g} by 5-fold CV)", rho, 0.0, rho, 0.0, None))
+        for head in args.heads:
+            cfg = load_config(ROOT / "configs" / "train" / f"{head}_fisv_{target}.yaml")
+            t = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                m = run_training(cfg, fs, labels, Path(tmp) / "run", seeds=args.seeds)
+            rows.append((
+                target.upper(), f"{head} ({args.seeds} seeds, {time.perf_counter() - t:.0f} s)",
+                m["spearman"], m["spearman_std"], m["spearman_val"], m["spearman_val_std"],
+                m["spearman_best_on_test"],
+            ))  # fmt: skip
+    print(f"\n{'target':6s} {'model':38s} {'final':>15s} {'val':>15s} {'best_on_test*':>13s}")
+    for target, name, f, fs_, v, vs, b in rows:
+        best = "" if b is None else f"{b:.4f}"
+        print(f"{target:6s} {name:38s} {f:7.4f} +- {fs_:.3f} {v:7.4f} +- {vs:.3f} {best:>13s}")
+    print("* best_on_test picks each epoch on the test set (as papers report); not a fair figure.")
+    for target in {r[0] for r in rows}:
+        ridge = next(r[2] for r in rows if r[0] == target and r[1].startswith("ridge"))
+        for r in rows:
+            if r[0] == target and not r[1].startswith("ridge"):
+                ok = r[2] >= ridge and r[4] >= ridge
+                print(f"{target} {r[1].split()[0]}: final and val >= ridge {ridge:.4f}: "
+                      f"{'met' if ok else 'NOT met'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

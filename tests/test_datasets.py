@@ -1,0 +1,268 @@
+"""Label adapters on the real label files (skipped without ../shared) and on bad labels;
+the spec syntax; alignment with a cache; the restricted unpickler; the manifest helper."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aqa_pipeline.datasets import load_labels, load_pickle, parse_spec
+from aqa_pipeline.datasets.manifest import mtl_aqa_manifest
+from aqa_pipeline.errors import AqaError
+from aqa_pipeline.features import FeatureSet, VideoRecord
+from aqa_pipeline.train.data import align
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED.joinpath("data", *parts)
+    if not path.exists():
+        pytest.skip(f"{path} not present (the project's shared data folder is absent)")
+    return path
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+# --- real label files -------------------------------------------------------------------
+
+
+def test_mtl_aqa_real_split0():
+    labels = load_labels(f"mtl_aqa:{shared('mtl_aqa')}")
+    (fold,) = labels.folds
+    assert (len(fold.train), len(fold.test)) == (1059, 353)
+    assert not set(fold.train) & set(fold.test)
+    assert labels.judges.shape == (1412, 7)
+    assert len(labels.class_names) == 58  # dive numbers
+    assert labels.score.min() == 0.0 and labels.score.max() == 104.5
+    i = labels.index("01_01")
+    assert labels.score[i] == 88.0 and labels.difficulty[i] == 3.2
+    assert labels.judges[i].tolist() == [9.5, 9.0, 9.5, 9.0, 8.5, 9.5, 8.5]
+    # final = DD x sum of the middle three judges for nearly all dives
+    mid3 = np.sort(labels.judges, axis=1)[:, 2:5].sum(1) * labels.difficulty
+    assert np.mean(np.abs(mid3 - labels.score) < 0.05) > 0.97
+
+
+def test_aqa7_unlv_dive_names_the_unannotated_dive_then_drops_it():
+    with pytest.raises(AqaError, match=r"01_64.*missing=drop"):
+        load_labels(f"aqa7:{shared('unlv_dive')}")
+    labels = load_labels(f"aqa7:{shared('unlv_dive')}?missing=drop")
+    (fold,) = labels.folds
+    assert fold.name == "diving"
+    assert (len(fold.train), len(fold.test)) == (299, 70)
+    assert "01_64" not in labels.video_ids
+    with pytest.raises(AqaError, match="diving class only"):
+        load_labels(f"aqa7:{shared('unlv_dive')}?class=gym_vault")
+
+
+def test_jigsaws_four_fold_bookkeeping():
+    labels = load_labels(f"jigsaws:{shared('jigsaws')}?task=Suturing")
+    assert labels.n == 39 and len(labels.folds) == 4
+    tests = [set(f.test.tolist()) for f in labels.folds]
+    assert sum(len(t) for t in tests) == 39 and set().union(*tests) == set(range(39))
+    for f, t in zip(labels.folds, tests, strict=True):
+        assert set(f.train.tolist()) == set(range(39)) - t  # train = the other three folds
+    assert labels.subscores.shape == (39, 6)
+    np.testing.assert_array_equal(labels.score, labels.subscores.sum(1))
+    assert labels.video_ids[0].endswith("_capture1")
+    one = load_labels(f"jigsaws:{shared('jigsaws')}?task=Knot_Tying&fold=2&id_format={{trial}}")
+    assert [f.name for f in one.folds] == ["Knot_Tying/fold2"] and one.n == 36
+    every = load_labels(f"jigsaws:{shared('jigsaws')}?task=all")
+    assert every.n == 103 and len(every.folds) == 12
+    with pytest.raises(AqaError, match="fold must be 0..3"):
+        load_labels(f"jigsaws:{shared('jigsaws')}?fold=4")
+
+
+def test_fisv_real():
+    labels = load_labels(f"fisv:{shared('fisv')}?target=PCS")
+    (fold,) = labels.folds
+    assert (len(fold.train), len(fold.test)) == (400, 100)
+    assert 10 <= labels.score.min() and labels.score.max() <= 38.5
+
+
+# --- generic CSV and bad labels ---------------------------------------------------------
+
+
+def test_csv_all_columns(tmp_path):
+    path = write_csv(
+        tmp_path / "l.csv",
+        "video_id,score,split,difficulty,judge_2,judge_1,sub_a,sub_b,class",
+        ["a,10,train,2.0,5,4,1,2,x", "b,20,test,3.0,6,5,2,3,y", "c,15,train,2.5,5.5,4.5,1,1,x"],
+    )
+    labels = load_labels(str(path))  # a bare .csv path means csv:
+    assert labels.video_ids == ["a", "b", "c"]
+    assert labels.judges.tolist()[0] == [4.0, 5.0]  # judge_1 first
+    assert labels.subscore_names == ["a", "b"] and labels.subscores[1].tolist() == [2.0, 3.0]
+    assert labels.class_names == ["x", "y"] and labels.class_id.tolist() == [0, 1, 0]
+    assert labels.folds[0].test.tolist() == [1]
+
+
+def test_csv_kfold_and_random_split(tmp_path):
+    path = write_csv(
+        tmp_path / "k.csv", "video_id,score,split", [f"v{i},{i},{i % 3}" for i in range(9)]
+    )
+    labels = load_labels(f"csv:{path}")
+    assert [f.name for f in labels.folds] == ["fold0", "fold1", "fold2"]
+    assert labels.folds[1].test.tolist() == [1, 4, 7]
+    assert labels.folds[1].train.tolist() == [0, 2, 3, 5, 6, 8]
+    plain = write_csv(tmp_path / "p.csv", "video_id,score", [f"v{i},{i}" for i in range(20)])
+    with pytest.raises(AqaError, match="no split column"):
+        load_labels(f"csv:{plain}")
+    a = load_labels(f"csv:{plain}?test_fraction=0.25&split_seed=3")
+    b = load_labels(f"csv:{plain}?test_fraction=0.25&split_seed=3")
+    assert len(a.folds[0].test) == 5 and a.folds[0].test.tolist() == b.folds[0].test.tolist()
+
+
+@pytest.mark.parametrize(
+    "header,rows,match",
+    [
+        (
+            "video_id,score,split",
+            ["a,nan,train", "b,1,test"],
+            r"score is NaN or inf for 1 video\(s\): a",
+        ),
+        ("video_id,score,split", ["a,x,train", "b,1,test"], r"l.csv:2: score 'x' is not a number"),
+        ("video_id,split", ["a,train"], "no 'score' column"),
+        ("video_id,score,split", ["a,1,train", "a,2,test"], "duplicate video ids"),
+        ("video_id,score,split", ["a,1,train", "b,2,dev"], "split values must be train/test"),
+        ("video_id,score,split", ["a,1,train", "b,2,train"], "both train and test"),
+        (
+            "video_id,score,split,difficulty",
+            ["a,1,train,0", "b,2,test,1"],
+            "difficulty is NaN/inf or not positive",
+        ),
+        (
+            "video_id,score,split,judge_1",
+            ["a,1,train,inf", "b,2,test,1"],
+            "judge scores is NaN or inf",
+        ),
+    ],
+)
+def test_csv_bad_labels_are_named(tmp_path, header, rows, match):
+    path = write_csv(tmp_path / "l.csv", header, rows)
+    with pytest.raises(AqaError, match=match):
+        load_labels(f"csv:{path}")
+
+
+def test_mtl_aqa_bad_pickles(tmp_path):
+    ann = {
+        (1, 1): {"final_score": 50.0, "difficulty": 2.0},
+        (1, 2): {"final_score": float("nan"), "difficulty": 2.0},
+    }
+    for name, obj in [
+        ("final_annotations_dict.pkl", ann),
+        ("train_split_0.pkl", [(1, 1)]),
+        ("test_split_0.pkl", [(1, 2)]),
+    ]:
+        (tmp_path / name).write_bytes(pickle.dumps(obj))
+    with pytest.raises(AqaError, match=r"final_score is NaN or inf for 1 video\(s\): 01_02"):
+        load_labels(f"mtl_aqa:{tmp_path}")
+    (tmp_path / "test_split_0.pkl").write_bytes(pickle.dumps([(1, 3)]))
+    with pytest.raises(AqaError, match="have no annotation: 01_03"):
+        load_labels(f"mtl_aqa:{tmp_path}")
+
+
+def test_spec_parsing_and_errors(tmp_path):
+    assert parse_spec("jigsaws:/d?task=Suturing&fold=0") == (
+        "jigsaws",
+        Path("/d"),
+        {"task": "Suturing", "fold": "0"},
+    )
+    assert parse_spec("x.csv?test_fraction=0.2")[0] == "csv"
+    with pytest.raises(AqaError, match="unknown dataset 'nope'"):
+        parse_spec("nope:/d")
+    with pytest.raises(AqaError, match="expected NAME:PATH"):
+        parse_spec("/some/dir")
+    with pytest.raises(AqaError, match="does not exist"):
+        load_labels(f"mtl_aqa:{tmp_path / 'missing'}")
+    with pytest.raises(AqaError, match=r"unknown option\(s\) \['taks'\]"):
+        load_labels(f"jigsaws:{tmp_path}?taks=Suturing")
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"a": Evil()}))
+    with pytest.raises(AqaError, match="refusing to load builtins.print"):
+        load_pickle(path)
+    ok = tmp_path / "ok.pkl"
+    ok.write_bytes(pickle.dumps({(1, 2): {"x": np.arange(3), "y": np.float64(2.5), "z": [1, "a"]}}))
+    data = load_pickle(ok)
+    assert data[(1, 2)]["x"].tolist() == [0, 1, 2] and data[(1, 2)]["y"] == 2.5
+
+
+# --- alignment with a cache -------------------------------------------------------------
+
+
+def _cache(ids: list[str], failed: tuple[str, ...] = ()) -> FeatureSet:
+    recs = []
+    for v in ids:
+        if v in failed:
+            recs.append(
+                VideoRecord(video_id=v, status=1, error="decode error: moov atom not found")
+            )
+        else:
+            recs.append(
+                VideoRecord(
+                    video_id=v,
+                    clip_features=np.ones((2, 4)),
+                    clip_frames=np.array([[0, 8], [8, 16]]),
+                )
+            )
+    return FeatureSet.from_records(recs, 4)
+
+
+def test_align_names_missing_and_failed_videos(tmp_path):
+    labels = load_labels(
+        str(
+            write_csv(
+                tmp_path / "l.csv", "video_id,score,split", ["a,1,train", "b,2,test", "c,3,train"]
+            )
+        )
+    )
+    rows = align(labels, _cache(["c", "b", "a", "extra"]), "cache.h5")
+    assert rows.tolist() == [2, 1, 0]
+    with pytest.raises(AqaError, match=r"cache.h5: 1 labelled video\(s\) .* no features .*: b"):
+        align(labels, _cache(["a", "c"]), "cache.h5")
+    with pytest.raises(
+        AqaError, match=r"extraction failed .*: b \(decode error: moov atom not found\)"
+    ):
+        align(labels, _cache(["a", "b", "c"], failed=("b",)), "cache.h5")
+
+
+# --- manifest helper --------------------------------------------------------------------
+
+
+def test_mtl_aqa_manifest_both_layouts(tmp_path):
+    folder = shared("mtl_aqa")
+    n = mtl_aqa_manifest(folder, "/data/frames", tmp_path / "dives.csv")
+    rows = list(csv.DictReader((tmp_path / "dives.csv").open()))
+    assert n == 1412 == len(rows)
+    assert rows[0] == {
+        "video_id": "01_01",
+        "path": "/data/frames/01_01",
+        "start_frame": "",
+        "end_frame": "",
+    }
+    mtl_aqa_manifest(
+        folder, "/data/videos", tmp_path / "events.csv", layout="events", ext=".mp4", split="0"
+    )
+    rows = list(csv.DictReader((tmp_path / "events.csv").open()))
+    assert rows[0] == {
+        "video_id": "01_01",
+        "path": "/data/videos/01.mp4",
+        "start_frame": "7377",
+        "end_frame": "7462",
+    }
+    labels = load_labels(f"mtl_aqa:{folder}")
+    assert {r["video_id"] for r in rows} == set(labels.video_ids)

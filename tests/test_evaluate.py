@@ -1,0 +1,135 @@
+"""Metrics against hand values; save -> evaluate round trip; re-scoring on the training
+cache and on another one; timelines of a clip-sequence head."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aqa_pipeline.cli import main
+from aqa_pipeline.errors import MismatchError
+from aqa_pipeline.evaluate import evaluate_run
+from aqa_pipeline.evaluate import metrics as M
+from aqa_pipeline.evaluate.predictions import Predictions
+from aqa_pipeline.features import read_features
+from aqa_pipeline.train import run_training
+from tests.train_fixtures import config, make_cache, write_labels
+
+
+def test_metric_values_by_hand():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.array([1.5, 1.0, 3.5, 5.0])
+    assert M.spearman(p, y) == pytest.approx(0.8)
+    assert M.spearman(np.ones(4), y) == 0.0  # constant predictions rank nothing
+    assert M.mse(p, y) == pytest.approx((0.25 + 1 + 0.25 + 1) / 4)
+    assert M.mae(p, y) == pytest.approx(0.75)
+    assert M.rl2(p, y, (0.0, 10.0)) == pytest.approx((0.25 + 1 + 0.25 + 1) / 4 / 100 * 100)
+    assert M.fisher_z_mean([0.5, 0.9]) == pytest.approx(
+        math.tanh((math.atanh(0.5) + math.atanh(0.9)) / 2)
+    )
+    assert M.fisher_z_mean([1.0]) == 1.0
+    sigma = np.array([1.0, 0.5, 1.0, 2.0])
+    nll = np.mean(0.5 * np.log(2 * np.pi * sigma**2) + (p - y) ** 2 / (2 * sigma**2))
+    assert M.gaussian_nll(p, sigma, y) == pytest.approx(nll)
+    # |err| = .5, 1, .5, 1 vs z_.5 * sigma = .674, .337, .674, 1.349
+    assert M.coverage(p, sigma, y, 0.5) == pytest.approx(0.75)
+    assert M.coverage(p, sigma, y, 0.9) == pytest.approx(0.75)  # 1.645 * .5 < 1
+    assert M.sigma_error_spearman(p, sigma, y) == pytest.approx(M.spearman(sigma, np.abs(p - y)))
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_repeats():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=60)
+    pred = np.stack([true + rng.normal(scale=s, size=60) for s in (0.5, 0.7)])
+    point = np.mean([M.spearman(p, true) for p in pred])
+    lo, hi = M.bootstrap_spearman([(pred, true)], n_boot=500, seed=1)
+    assert lo < point < hi and hi - lo < 0.3
+    assert (lo, hi) == M.bootstrap_spearman([(pred, true)], n_boot=500, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    cache, scores = make_cache(tmp / "f.h5", n=40)
+    labels = write_labels(tmp / "l.csv", scores)
+    cfg = config("dae", epochs=3, head={"loss": "likelihood"}, data={"standardize": True})
+    metrics = run_training(cfg, cache, f"csv:{labels}", tmp / "run", seeds=2)
+    return tmp, metrics
+
+
+def test_save_then_evaluate_reproduces_metrics(trained):
+    tmp, metrics = trained
+    on_disk = json.loads((tmp / "run/metrics.json").read_text())
+    again = evaluate_run(tmp / "run")
+    assert again.pop("report").endswith("report.md")
+    assert again == on_disk == json.loads(json.dumps(metrics))
+
+
+def test_rescoring_the_training_cache_reproduces_predictions(trained):
+    tmp, metrics = trained
+    res = CliRunner().invoke(
+        main, ["evaluate", "--run-dir", str(tmp / "run"), "--features", str(tmp / "f.h5")]
+    )
+    assert res.exit_code == 0, res.output
+    out = tmp / "run/rescore/f"
+    a = Predictions.read(tmp / "run/predictions.csv")
+    b = Predictions.read(out / "predictions.csv")
+    assert a.video_id == b.video_id and a.protocol == b.protocol and a.epoch == b.epoch
+    np.testing.assert_allclose(b.pred, a.pred, rtol=1e-6)
+    np.testing.assert_allclose(b.sigma, a.sigma, rtol=1e-6)
+    rescored = json.loads((out / "metrics.json").read_text())
+    for key in ("spearman", "spearman_val", "spearman_best_on_test", "rl2", "coverage_90"):
+        assert rescored[key] == pytest.approx(metrics[key])
+
+
+def test_rescoring_another_cache(trained, tmp_path):
+    tmp, _ = trained
+    other, _ = make_cache(
+        tmp_path / "other.h5", n=40, seed=7, key_fields={"backbone": {"name": "other"}}
+    )
+    m = evaluate_run(tmp / "run", features=other, out=tmp_path / "out")
+    assert (tmp_path / "out/predictions.csv").is_file() and m["features"] == str(other)
+    wide, _ = make_cache(tmp_path / "wide.h5", n=40, dim=12)
+    with pytest.raises(MismatchError, match=r"feature_dim: 12 != 8"):
+        evaluate_run(tmp / "run", features=wide)
+    res = CliRunner().invoke(
+        main, ["evaluate", "--run-dir", str(tmp / "run"), "--features", str(wide)]
+    )
+    assert res.exit_code == 3
+
+
+def test_timelines_for_a_clip_sequence_head(tmp_path):
+    cache, scores = make_cache(tmp_path / "f.h5", n=24, clips=(2, 6))
+    labels = write_labels(tmp_path / "l.csv", scores)
+    cfg = config(
+        "clip_attention_test",
+        epochs=2,
+        data={"clip_num": 3, "train_crop": "random", "test_crop": "full"},
+    )
+    run = tmp_path / "run"
+    run_training(cfg, cache, f"csv:{labels}", run, seeds=2)
+    fs = read_features(cache)
+    with h5py.File(run / "clip_outputs.h5") as f:
+        g = f["final/seed0"]
+        ids = [v.decode() for v in g["video_ids"][()]]
+        off = g["offsets"][()]
+        i = ids.index("v004")
+        frames = g["clip_frames"][off[i] : off[i + 1]]
+        np.testing.assert_array_equal(frames, fs.frames(fs.index("v004")))  # whole video at test
+        w = g["clip_weights"][off[i] : off[i + 1]]
+        assert w.sum() == pytest.approx(1.0, abs=1e-5)
+    res = CliRunner().invoke(
+        main, ["evaluate", "--run-dir", str(run), "--timeline", "v004", "--seed", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert (run / "timelines/v004.png").stat().st_size > 1000
+    assert "timelines/v004.png" in (run / "report.md").read_text()
+    res = CliRunner().invoke(main, ["evaluate", "--run-dir", str(run), "--timeline", "v001"])
+    assert res.exit_code == 1 and "no clip outputs for video 'v001'" in res.output
+    m = evaluate_run(run, features=cache, timeline="all")
+    assert len(list((run / "rescore/f/timelines").glob("*.png"))) == 6 and m["n_test"] == 6

@@ -1,0 +1,178 @@
+"""The head registry, output shapes, the contrastive heads' arithmetic, and that seeds
+trained together (vmapped) equal seeds trained alone."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aqa_pipeline.datasets import Fold, LabelSet
+from aqa_pipeline.errors import AqaError
+from aqa_pipeline.features import FeatureSet, VideoRecord
+from aqa_pipeline.train.config import resolve_config
+from aqa_pipeline.train.data import TrainData
+from aqa_pipeline.train.group import SequentialGroup, StackedGroup, build_group
+from aqa_pipeline.train.heads import build_head, list_heads
+from aqa_pipeline.train.inputs import VideoInputs
+from aqa_pipeline.train.loop import run_epochs
+
+T = torch.tensor
+MINE = ("mlp", "dae", "dae_mt", "usdl", "musdl", "core", "dae_core")
+
+
+def test_registry_lists_every_head_and_rejects_unknown_options():
+    assert set(MINE) <= set(list_heads())
+    with pytest.raises(AqaError, match="unknown head 'nope'"):
+        build_head("nope", 8)
+    with pytest.raises(AqaError, match=r"unknown option\(s\) \['lr'\]"):
+        build_head("dae", 8, lr=1e-3)
+    with pytest.raises(AqaError, match="loss must be one of"):
+        build_head("dae", 8, loss="kl")
+    with pytest.raises(AqaError, match="num_paths"):
+        build_head("musdl", 8)
+
+
+@pytest.mark.parametrize(
+    "name,opts,x_shape",
+    [
+        ("mlp", {}, (5, 16)),
+        ("dae", {}, (5, 16)),
+        ("dae_mt", {"paths": "judges", "num_paths": 7, "combine": "middle3"}, (5, 16)),
+        ("usdl", {"num_bins": 11, "score_range": [0, 1]}, (5, 16)),
+        ("musdl", {"num_paths": 7}, (5, 16)),
+        ("core", {}, (5, 3, 2 * 16 + 2)),
+        ("dae_core", {}, (5, 3, 2 * 16 + 2)),
+    ],
+)
+def test_heads_give_a_score_per_video(name, opts, x_shape):
+    head = build_head(name, 16, **opts)
+    out = head(torch.randn(*x_shape))
+    assert out["score"].shape == (5,)
+    batch = {
+        "target": torch.rand(5),
+        "difficulty": torch.full((5,), 2.0),
+        "judges": torch.rand(5, 7),
+        "epoch": 0,
+    }
+    loss = head.loss(out, batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in head.parameters())
+    pred = head.predict(out, batch)
+    assert pred["score"].shape == (5,)
+
+
+def test_dae_outputs_sigma_and_samples_around_mu():
+    head = build_head("dae", 8)
+    torch.manual_seed(0)
+    out = head(torch.randn(4000, 8))
+    z = (out["sample"] - out["mu"]) / out["sigma"]
+    assert z.mean().abs() < 0.1 and z.std().item() == pytest.approx(1.0, abs=0.1)
+    assert torch.allclose(out["sigma"], torch.exp(0.5 * out["logvar"]))
+    pred = head.predict(out, {})
+    assert torch.equal(pred["score"], out["mu"]) and torch.equal(pred["sigma"], out["sigma"])
+
+
+def _zero_delta(head):
+    with torch.no_grad():
+        for p in head.parameters():
+            p.zero_()
+
+
+def test_core_predicts_exemplar_score_plus_delta_with_difficulty():
+    d = 4
+    x = torch.zeros(1, 2, 2 * d + 2)
+    x[0, :, 2 * d] = T([0.4, 0.6])  # exemplar targets
+    x[0, :, 2 * d + 1] = T([2.0, 3.0])  # exemplar DDs -> bases 0.2, 0.2
+    head = build_head("core", d, difficulty=True)
+    _zero_delta(head)
+    out = head(x)
+    pred = head.predict(out, {"difficulty": T([2.5])})
+    assert pred["score"].item() == pytest.approx(0.5)
+    plain = build_head("core", d, difficulty=False)
+    _zero_delta(plain)
+    assert plain(x)["score"].item() == pytest.approx(0.5)  # mean of 0.4 and 0.6
+    with torch.no_grad():
+        plain.delta.bias.fill_(0.1)
+    assert plain(x)["score"].item() == pytest.approx(0.6)
+    loss = plain.loss(plain(x), {"target": T([0.6])})
+    assert loss.item() == pytest.approx(((0.5 - 0.6) ** 2 + (0.7 - 0.6) ** 2) / 2)
+
+
+def test_dae_core_sigma_is_the_mixture_std():
+    d = 4
+    x = torch.zeros(1, 2, 2 * d + 2)
+    x[0, :, 2 * d] = T([0.4, 0.8])
+    x[0, :, 2 * d + 1] = 1.0
+    head = build_head("dae_core", d)
+    _zero_delta(head)
+    with torch.no_grad():
+        head.gauss.logvar.bias.fill_(math.log(0.01))
+    out = head(x)
+    assert out["score"].item() == pytest.approx(0.6)
+    # mean variance 0.01 + variance of the means (0.4, 0.8) = 0.04
+    assert out["sigma"].item() == pytest.approx(math.sqrt(0.05))
+
+
+def _tiny_data(n: int = 40, d: int = 8, seed: int = 0) -> TrainData:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    ids = [f"v{i}" for i in range(n)]
+    fs = FeatureSet.from_records(
+        [
+            VideoRecord(video_id=v, clip_features=x[i : i + 1], clip_frames=np.array([[0, 8]]))
+            for i, v in enumerate(ids)
+        ],
+        d,
+    )
+    labels = LabelSet("t", "t", ids, x[:, 0] * 2 + 5, [Fold("f", np.arange(30), np.arange(30, n))])
+    return TrainData.build(fs, labels, 10.0, clips=False, cache="t")
+
+
+def test_stacked_seeds_train_exactly_like_seeds_alone():
+    """Two seeds vmapped with one optimiser == each seed with its own (same init, same
+    batches): the elementwise optimiser update makes stacking exact."""
+    data = _tiny_data()
+    cfg = resolve_config(
+        {
+            "head": {"name": "mlp"},
+            "optim": {"name": "adam", "lr": 1e-2, "weight_decay": 1e-3},
+            "train": {"epochs": 3, "batch_size": 8},
+            "schedule": {"name": "cosine"},
+        }
+    )
+    train = np.arange(30)
+    test = np.arange(30, 40)
+
+    def run(seeds):
+        group = build_group(lambda: build_head("mlp", 8), seeds, cfg, 4, torch.device("cpu"))
+        out = run_epochs(
+            group,
+            data,
+            VideoInputs(data),
+            np.tile(train, (len(seeds), 1)),
+            {"test": np.tile(test, (len(seeds), 1))},
+            cfg,
+            seeds,
+            (0, 0),
+            1,
+        )
+        return group, out
+
+    group, both = run([3, 4])
+    assert isinstance(group, StackedGroup)
+    alone = [run([s])[1] for s in (3, 4)]
+    assert isinstance(run([3])[0], SequentialGroup)
+    for s in range(2):
+        np.testing.assert_allclose(
+            both.preds["test"]["score"][:, s],
+            alone[s].preds["test"]["score"][:, 0],
+            rtol=1e-4,
+            atol=1e-5,
+        )
+        np.testing.assert_allclose(both.train_loss[:, s], alone[s].train_loss[:, 0], rtol=1e-4)
+    # and the two seeds really differ
+    assert not np.allclose(both.preds["test"]["score"][:, 0], both.preds["test"]["score"][:, 1])
