@@ -73,7 +73,7 @@ def make_demo_videos(
     n_videos: int = 64,
     n_frames: int = 64,
     seed: int = 0,
-    size: tuple[int, int] = (64, 64),
+    size: tuple[int, int] = (96, 128),
     test_fraction: float = 0.25,
 ) -> Path:
     """Videos of a square moving at different speeds over one shared background, from about
