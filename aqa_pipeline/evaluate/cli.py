@@ -12,9 +12,15 @@ from aqa_pipeline.evaluate.predictions import PROTOCOLS
 @click.command("evaluate")
 @click.option(
     "--run-dir",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False, exists=True),
     help="A run directory written by aqa train.",
+)
+@click.option(
+    "--sweep",
+    default=None,
+    type=click.Path(file_okay=False, exists=True),
+    help="Tabulate every run of a sweep (aqa train with several configs or --launcher slurm).",
 )
 @click.option(
     "--features",
@@ -49,7 +55,8 @@ from aqa_pipeline.evaluate.predictions import PROTOCOLS
     help="Where re-scoring writes (default RUN_DIR/rescore/<cache name>).",
 )
 def evaluate(
-    run_dir: str,
+    run_dir: str | None,
+    sweep: str | None,
     features: str | None,
     labels: str | None,
     timeline: str | None,
@@ -60,7 +67,14 @@ def evaluate(
     """Recompute metrics.json and report.md of a run (from predictions.csv), or re-score
     its saved heads on a feature cache. Exit 3 when the cache does not fit the heads."""
     from aqa_pipeline.evaluate.run import evaluate_run
+    from aqa_pipeline.launch import format_sweep_table, tabulate_sweep
     from aqa_pipeline.train.cli import print_summary
+
+    if sweep:
+        click.echo(format_sweep_table(tabulate_sweep(Path(sweep))))
+        return
+    if not run_dir:
+        raise click.UsageError("give --run-dir or --sweep")
 
     metrics = evaluate_run(run_dir, features, labels, timeline, protocol, seed, out)
     print_summary(metrics, Path(metrics["report"]).parent)

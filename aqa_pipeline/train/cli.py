@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from aqa_pipeline.config import load_config
+from aqa_pipeline.launch import LaunchOptions, launch_train_sweep, launcher_options
 
 
 def print_summary(metrics: dict, run_dir: Path) -> None:
@@ -31,10 +32,12 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
 @click.command("train")
 @click.option(
     "--config",
-    "config_path",
+    "config_paths",
     required=True,
+    multiple=True,
     type=click.Path(dir_okay=False),
-    help="Train config (YAML), e.g. configs/train/dae_mtl_aqa.yaml.",
+    help="Train config (YAML), e.g. configs/train/dae_mtl_aqa.yaml. Repeat it for a sweep "
+    "(configs x seeds x folds, one run directory each under --run-dir).",
 )
 @click.option(
     "--features",
@@ -71,13 +74,22 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     metavar="KEY=VALUE",
     help="Override a config value, e.g. --set optim.lr=1e-3 (repeatable).",
 )
+@click.option(
+    "--folds",
+    default=None,
+    metavar="0,1,...",
+    help="Sweeps: one run per listed fold (0-based) instead of all folds in one run.",
+)
+@launcher_options
 def train(
-    config_path: str,
+    config_paths: tuple[str, ...],
     features: str,
     labels: str | None,
     run_dir: str,
     seeds: int | None,
     overrides: tuple[str, ...],
+    folds: str | None,
+    launch: LaunchOptions,
 ) -> None:
     """Train a head on cached features for every fold and seed, then evaluate it.
 
@@ -85,8 +97,16 @@ def train(
     of train) and best_on_test (epoch chosen on the test set, as papers report: optimistic).
     Exit 3 when the cache's provenance differs from the config's features.require.
     """
+    from aqa_pipeline.train.config import seed_list
     from aqa_pipeline.train.runner import run_training
 
-    cfg = load_config(config_path, overrides)
+    if len(config_paths) > 1 or folds or launch.launcher == "slurm":
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+        code = launch_train_sweep(
+            [Path(c) for c in config_paths], seed_list(seeds or 1), fold_list, features,
+            labels, Path(run_dir), launch, overrides,
+        )  # fmt: skip
+        click.get_current_context().exit(code)
+    cfg = load_config(config_paths[0], overrides)
     metrics = run_training(cfg, features, labels, Path(run_dir), seeds)
     print_summary(metrics, Path(run_dir))
