@@ -101,7 +101,8 @@ def main() -> None:
             d = m["protocols"][protocol]
             print(
                 f"{name:46s} {protocol:5s} {np.mean(rhos):6.3f} +- {np.std(rhos):.3f} "
-                f"{d['coverage_50']:6.3f} {d['coverage_90']:6.3f} {d['spearman']:8.3f}  {seconds:6.1f}"
+                f"{d['coverage_50']:6.3f} {d['coverage_90']:6.3f} {d['spearman']:8.3f}  "
+                f"{seconds:6.1f}"
             )
     print("target: rho(sigma, noise) >= 0.5 and 90% coverage in [0.85, 0.95] (test set)")
 

@@ -10,6 +10,7 @@ the mean of its clip features. Targets TES and PCS, one model per target.
   final, val and best_on_test protocols (best_on_test is shown for reference only).
 
     python benchmarks/bench_fisv_avg.py [--fisv ../shared/data/fisv] [--seeds 5] [--threads 1]
+                                        [--amp bf16]
 
 Target (issue 3): dae and mlp reach at least ridge's test Spearman, for TES and PCS, under
 the final and the val protocols.
@@ -50,7 +51,9 @@ def mean_features(folder: Path) -> FeatureSet:
     return FeatureSet.from_records(recs, 1024, key_fields={"features": FEATURES, "pool": "mean"})
 
 
-def ridge_fit(x: np.ndarray, y: np.ndarray, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def ridge_fit(
+    x: np.ndarray, y: np.ndarray, lams: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Weights (L, D) for each lambda, feature mean and target mean (centred ridge via SVD)."""
     mx, my = x.mean(0), y.mean()
     u, s, vt = np.linalg.svd(x - mx, full_matrices=False)
@@ -59,7 +62,9 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, lams: np.ndarray) -> tuple[np.ndarra
     return w, mx, my
 
 
-def ridge_cv(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[float, np.ndarray]:
+def ridge_cv(
+    x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0
+) -> tuple[float, np.ndarray]:
     """Lambda with the best mean fold Spearman on (x, y), and the CV curve."""
     lams = np.logspace(-3, 5, 33)
     order = np.random.default_rng(seed).permutation(len(y))
@@ -94,27 +99,38 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--heads", nargs="+", default=["dae", "mlp"])
     ap.add_argument("--targets", nargs="+", default=["tes", "pcs"])
+    ap.add_argument("--amp", choices=["none", "bf16"], default=None, help="override train.amp")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     fs = mean_features(args.fisv)
-    print(f"Fis-V: {fs.n_videos} programs, mean features {fs.feature_dim}-d ({time.perf_counter() - t0:.1f} s)")
+    seconds = time.perf_counter() - t0
+    print(f"Fis-V: {fs.n_videos} programs, mean features {fs.feature_dim}-d ({seconds:.1f} s)")
     rows = []
     for target in args.targets:
         labels = load_labels(f"fisv:{args.fisv}?target={target.upper()}")
         rho, lam = ridge_test(fs, labels)
-        rows.append((target.upper(), f"ridge (lambda {lam:.3g} by 5-fold CV)", rho, 0.0, rho, 0.0, None))
+        rows.append(
+            (target.upper(), f"ridge (lambda {lam:.3g} by 5-fold CV)", rho, 0.0, rho, 0.0, None)
+        )
         for head in args.heads:
-            cfg = load_config(ROOT / "configs" / "train" / f"{head}_fisv_{target}.yaml")
+            overrides = [f"train.amp={args.amp}"] if args.amp else []
+            cfg = load_config(ROOT / "configs" / "train" / f"{head}_fisv_{target}.yaml", overrides)
             t = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 m = run_training(cfg, fs, labels, Path(tmp) / "run", seeds=args.seeds)
-            rows.append((
-                target.upper(), f"{head} ({args.seeds} seeds, {time.perf_counter() - t:.0f} s)",
-                m["spearman"], m["spearman_std"], m["spearman_val"], m["spearman_val_std"],
-                m["spearman_best_on_test"],
-            ))  # fmt: skip
+            rows.append(
+                (
+                    target.upper(),
+                    f"{head} ({args.seeds} seeds, {time.perf_counter() - t:.0f} s)",
+                    m["spearman"],
+                    m["spearman_std"],
+                    m["spearman_val"],
+                    m["spearman_val_std"],
+                    m["spearman_best_on_test"],
+                )
+            )
     print(f"\n{'target':6s} {'model':38s} {'final':>15s} {'val':>15s} {'best_on_test*':>13s}")
     for target, name, f, fs_, v, vs, b in rows:
         best = "" if b is None else f"{b:.4f}"
@@ -125,8 +141,10 @@ def main() -> None:
         for r in rows:
             if r[0] == target and not r[1].startswith("ridge"):
                 ok = r[2] >= ridge and r[4] >= ridge
-                print(f"{target} {r[1].split()[0]}: final and val >= ridge {ridge:.4f}: "
-                      f"{'met' if ok else 'NOT met'}")  # fmt: skip
+                print(
+                    f"{target} {r[1].split()[0]}: final and val >= ridge {ridge:.4f}: "
+                    f"{'met' if ok else 'NOT met'}"
+                )
 
 
 if __name__ == "__main__":

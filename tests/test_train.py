@@ -212,6 +212,7 @@ def test_four_fold_cross_validation_bookkeeping(tmp_path):
         ("core", {"difficulty": True}, {"data": {"exemplars": 3}}),
         ("dae_core", {"loss": "likelihood"}, {"data": {"exemplars": 3}}),
         ("dae", {"loss": "v1", "predict": "sample"}, {"data": {"standardize": True}}),
+        ("dae", {"loss": "likelihood"}, {"train": {"amp": "bf16"}}),
     ],
 )
 def test_every_head_trains_in_the_loop(tmp_path, head, opts, extra):

@@ -11,7 +11,7 @@ Keys (every one optional except head.name; see configs/train/*.yaml):
         a number or "auto" (the largest |score| in the training rows)
     data.clip_num, data.train_crop (random|none), data.test_crop (full|crop): clip heads
     data.exemplars: exemplars per test video for the contrastive heads (core, dae_core)
-    data.standardize: z-score the features with the training rows' mean and std
+    data.standardize: z-score the features with the fold's training rows' mean and std
     optim.name (adam|adamw|sgd), optim.lr, optim.weight_decay, optim.momentum
     schedule.name (none|step|cosine), schedule.step_size, schedule.gamma,
         schedule.per (epoch|iteration), schedule.eta_min_ratio (cosine ends at lr * ratio)

@@ -37,6 +37,20 @@ def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManage
     return contextlib.nullcontext()
 
 
+def run_head(
+    head: Head, inputs: dict[str, Tensor], batch: dict[str, Any], mode: str, amp: str
+) -> Any:
+    """The head's forward (under autocast with amp="bf16"), then its loss (mode "loss") or
+    prediction (mode "predict") in float32."""
+    x = inputs["x"]
+    with autocast(amp, x.device):
+        out = head(x, inputs.get("mask"))
+    out = {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
+    if mode == "loss":
+        return head.loss(out, batch)
+    return prediction_of(head, out, batch)
+
+
 def prediction_of(head: Head, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
     """head.predict plus the per-clip outputs, float32, without None entries."""
     pred = dict(head.predict(out, batch))
@@ -47,18 +61,14 @@ def prediction_of(head: Head, out: dict[str, Tensor], batch: dict[str, Any]) -> 
 
 
 class HeadCall(nn.Module):
-    """forward -> loss or prediction in one call, so functional_call swaps the parameters
-    for the whole step."""
+    """`run_head` as a module, so functional_call swaps the parameters for the whole step."""
 
-    def __init__(self, head: Head):
+    def __init__(self, head: Head, amp: str):
         super().__init__()
-        self.head = head
+        self.head, self.amp = head, amp
 
     def forward(self, inputs: dict[str, Tensor], batch: dict[str, Any], mode: str) -> Any:
-        out = self.head(inputs["x"], inputs.get("mask"))
-        if mode == "loss":
-            return self.head.loss(out, batch)
-        return prediction_of(self.head, out, batch)
+        return run_head(self.head, inputs, batch, mode, self.amp)
 
 
 class ModelGroup:
@@ -118,10 +128,9 @@ class StackedGroup(ModelGroup):
     ):
         # one generator for the group, seeded from all its seeds
         super().__init__(heads, cfg, steps_per_epoch, [zlib.crc32(repr(list(seeds)).encode())])
-        calls = [HeadCall(h) for h in heads]
+        calls = [HeadCall(h, self.amp) for h in heads]
         self.call = calls[0]
         self.params, self.buffers = stack_module_state(calls)
-        self.device = next(iter(self.params.values())).device
         self.opt = build_optimizer(self.params.values(), cfg["optim"])
         self.sched = build_scheduler(self.opt, cfg["schedule"], self.epochs, steps_per_epoch)
 
@@ -134,7 +143,7 @@ class StackedGroup(ModelGroup):
 
     def train_step(self, inputs: dict[str, Tensor], batch: dict[str, Tensor], epoch: int) -> Tensor:
         self.call.train()
-        with self._own_rng(0), autocast(self.amp, self.device):
+        with self._own_rng(0):
             losses = self._vmapped("loss", epoch)(self.params, self.buffers, inputs, batch)
         self.opt.zero_grad(set_to_none=True)
         losses.float().sum().backward()
@@ -147,7 +156,7 @@ class StackedGroup(ModelGroup):
         self, inputs: dict[str, Tensor], batch: dict[str, Tensor], eval_seed: int
     ) -> dict[str, Tensor]:
         self.call.eval()
-        with torch.no_grad(), fixed_rng(eval_seed), autocast(self.amp, self.device):
+        with torch.no_grad(), fixed_rng(eval_seed):
             return self._vmapped("predict", 0)(self.params, self.buffers, inputs, batch)
 
     def end_epoch(self) -> None:
@@ -174,7 +183,6 @@ class SequentialGroup(ModelGroup):
     ):
         super().__init__(heads, cfg, steps_per_epoch, seeds)  # one generator per seed
         self.heads = heads
-        self.device = next(heads[0].parameters()).device
         self.opts = [build_optimizer(h.parameters(), cfg["optim"]) for h in heads]
         self.scheds = [
             build_scheduler(o, cfg["schedule"], self.epochs, steps_per_epoch) for o in self.opts
@@ -185,9 +193,8 @@ class SequentialGroup(ModelGroup):
         for s, (head, opt) in enumerate(zip(self.heads, self.opts, strict=True)):
             head.train()
             b = {k: v[s] for k, v in batch.items()} | {"epoch": epoch}
-            with self._own_rng(s), autocast(self.amp, self.device):
-                out = head(inputs["x"][s], inputs["mask"][s] if "mask" in inputs else None)
-                loss = head.loss(out, b)
+            with self._own_rng(s):
+                loss = run_head(head, {k: v[s] for k, v in inputs.items()}, b, "loss", self.amp)
             opt.zero_grad(set_to_none=True)
             loss.float().backward()
             opt.step()
@@ -203,9 +210,10 @@ class SequentialGroup(ModelGroup):
         for s, head in enumerate(self.heads):
             head.eval()
             b = {k: v[s] for k, v in batch.items()} | {"epoch": 0}
-            with torch.no_grad(), fixed_rng(eval_seed + s), autocast(self.amp, self.device):
-                out = head(inputs["x"][s], inputs["mask"][s] if "mask" in inputs else None)
-                preds.append(prediction_of(head, out, b))
+            with torch.no_grad(), fixed_rng(eval_seed + s):
+                preds.append(
+                    run_head(head, {k: v[s] for k, v in inputs.items()}, b, "predict", self.amp)
+                )
         return {k: torch.stack([p[k] for p in preds]) for k in preds[0]}
 
     def end_epoch(self) -> None:

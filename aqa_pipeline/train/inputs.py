@@ -36,20 +36,17 @@ class FeatureNorm:
 
     @classmethod
     def fit(cls, data: TrainData, train_rows: np.ndarray, clips: bool) -> FeatureNorm:
+        """From the video means of `train_rows`, or from all their clips with clips=True."""
         if clips:
             assert data.clip_start is not None and data.clip_count is not None
             assert data.clip_features is not None
-            idx = torch.cat(
-                [
-                    torch.arange(
-                        int(data.clip_start[r]), int(data.clip_start[r] + data.clip_count[r])
-                    )
-                    for r in train_rows
-                ]
-            )
-            x = data.clip_features[idx]
+            idx = torch.cat([
+                torch.arange(int(data.clip_start[r]), int(data.clip_start[r] + data.clip_count[r]))
+                for r in train_rows
+            ])  # fmt: skip
+            x = data.clip_features[idx.to(data.clip_features.device)]
         else:
-            x = data.video[torch.as_tensor(train_rows)]
+            x = data.video[torch.as_tensor(train_rows, device=data.video.device)]
         return cls(x.mean(0), x.std(0).clamp_min(1e-6))
 
     def apply(self, x: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from aqa_pipeline.evaluate.metrics import spearman
 from aqa_pipeline.train.data import TrainData
@@ -121,7 +122,8 @@ def run_epochs(
     best = np.full(s_n, -np.inf)
     best_epoch = [0] * s_n
     n_steps = math.ceil(n / bs)
-    for epoch in range(epochs):
+    # a progress bar on terminals only (disable=None); the log has a line per epoch
+    for epoch in tqdm(range(epochs), desc=f"{label} run", unit="epoch", disable=None, leave=False):
         t0 = time.perf_counter()
         lrs[epoch] = group.lr
         order = np.stack([train_rows[s][g.permutation(n)] for s, g in enumerate(gens)])

@@ -184,76 +184,66 @@ class Trainer:
                 )
 
     def fold(self, fold_index: int, fold: Fold) -> None:
-        cfg, seeds, data = self.cfg, self.seeds, self.data
-        s_n = len(seeds)
-        norm = (
-            FeatureNorm.fit(data, fold.train, self.kind == "clips")
-            if cfg["data"]["standardize"]
-            else None
-        )
-        if norm is not None:
+        """Train and record one fold: the validation run (when enabled), then the full run."""
+        s_n = len(self.seeds)
+        norm = None
+        if self.cfg["data"]["standardize"]:
+            norm = FeatureNorm.fit(self.data, fold.train, self.kind == "clips")
             self.norms[fold.name] = (norm.mean, norm.std)
         epochs: dict[str, list[int]] = {}
-        fraction = float(cfg["eval"]["val_fraction"])
-        if fraction > 0:
-            tr, va = validation_split(fold.train, seeds, fold_index, fraction)
-            log.info(
-                "fold %s: validation run (%d train / %d val rows per seed)",
-                fold.name,
-                tr.shape[1],
-                va.shape[1],
-            )
-            val_out = self._run(fold_index, tr, {"val": va}, "val", norm)[0]
-            epochs["val"] = [select_epoch(val_out.spearman["val"][:, s]) for s in range(s_n)]
-        log.info(
-            "fold %s: full run (%d train / %d test rows)",
-            fold.name,
-            len(fold.train),
-            len(fold.test),
-        )
-        test = np.tile(fold.test, (s_n, 1))
-        snapshot_at = {"val": epochs["val"]} if "val" in epochs else {}
+        if float(self.cfg["eval"]["val_fraction"]) > 0:
+            epochs["val"] = self._val_epochs(fold_index, fold, norm)
+        log.info("fold %s: full run (%d train / %d test rows)", fold.name, len(fold.train),
+                 len(fold.test))  # fmt: skip
         out, group, inputs = self._run(
             fold_index,
             np.tile(fold.train, (s_n, 1)),
-            {"test": test},
+            {"test": np.tile(fold.test, (s_n, 1))},
             "full",
             norm,
-            snapshot_at=snapshot_at,
+            snapshot_at={"val": epochs["val"]} if "val" in epochs else {},
             best_on="test",
         )
         epochs["final"] = out.snapshot_epoch["final"]
         epochs["best_on_test"] = out.snapshot_epoch["best_on_test"]
-        snaps = {"final": out.snapshots["final"], "best_on_test": out.snapshots["best_on_test"]}
-        if "val" in epochs:
-            snaps["val"] = out.snapshots["val"]
-        ids = [data.labels.video_ids[r] for r in fold.test]
-        true = data.labels.score[fold.test]
         for protocol in ("final", "val", "best_on_test"):
-            if protocol not in epochs:
-                continue
-            self.selected.setdefault(protocol, {})[fold.name] = {
-                str(seed): int(epochs[protocol][s]) for s, seed in enumerate(seeds)
-            }
-            for s, seed in enumerate(seeds):
-                e = epochs[protocol][s]
-                sigma = out.preds["test"].get("sigma")
-                self.preds.add(
-                    video_ids=ids,
-                    true=true,
-                    pred=out.preds["test"]["score"][e, s],
-                    sigma=None if sigma is None else sigma[e, s],
-                    seed=seed,
-                    protocol=protocol,
-                    fold=fold.name,
-                    epoch=e,
-                )
-                self.states[protocol, fold.name, seed] = snaps[protocol][s]
-            if self.kind == "clips":
-                stored = out.preds["test"]["score"][epochs[protocol], np.arange(s_n)]
-                self._clip_outputs(
-                    fold_index, fold, protocol, snaps[protocol], stored, group, inputs
-                )
+            if protocol in epochs:
+                self._record(fold, protocol, epochs[protocol], out)
+                if self.kind == "clips":
+                    stored = out.preds["test"]["score"][epochs[protocol], np.arange(s_n)]
+                    states = out.snapshots[protocol]
+                    self._clip_outputs(fold_index, fold, protocol, states, stored, group, inputs)
+
+    def _val_epochs(self, fold_index: int, fold: Fold, norm: FeatureNorm | None) -> list[int]:
+        """Per seed, the epoch of best validation Spearman of a run on train minus val."""
+        tr, va = validation_split(
+            fold.train, self.seeds, fold_index, float(self.cfg["eval"]["val_fraction"])
+        )
+        log.info("fold %s: validation run (%d train / %d val rows per seed)", fold.name,
+                 tr.shape[1], va.shape[1])  # fmt: skip
+        out = self._run(fold_index, tr, {"val": va}, "val", norm)[0]
+        return [select_epoch(out.spearman["val"][:, s]) for s in range(len(self.seeds))]
+
+    def _record(self, fold: Fold, protocol: str, epochs: list[int], out: RunOutput) -> None:
+        """Test predictions and weights of every seed at its selected epoch."""
+        ids = [self.data.labels.video_ids[r] for r in fold.test]
+        sigma = out.preds["test"].get("sigma")
+        self.selected.setdefault(protocol, {})[fold.name] = {
+            str(seed): int(epochs[s]) for s, seed in enumerate(self.seeds)
+        }
+        for s, seed in enumerate(self.seeds):
+            e = epochs[s]
+            self.preds.add(
+                video_ids=ids,
+                true=self.data.labels.score[fold.test],
+                pred=out.preds["test"]["score"][e, s],
+                sigma=None if sigma is None else sigma[e, s],
+                seed=seed,
+                protocol=protocol,
+                fold=fold.name,
+                epoch=e,
+            )
+            self.states[protocol, fold.name, seed] = out.snapshots[protocol][s]
 
     def _clip_outputs(
         self,
