@@ -43,7 +43,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--videos", type=Path, default=SHARED_VIDEOS)
-    ap.add_argument("--copies", type=int, default=2, help="each video listed this many times")
+    ap.add_argument("--copies", type=int, default=4, help="each video listed this many times")
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--recipe", default="i3d_musdl")
