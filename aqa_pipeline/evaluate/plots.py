@@ -86,8 +86,9 @@ def curves(epoch_rows: list[dict[str, Any]], path: Path) -> Path:
     averaged over folds) and the training loss."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     seeds = sorted({int(r["seed"]) for r in epoch_rows})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for run, style in (("full", "-"), ("val", ":")):
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
             rows = [r for r in epoch_rows if r["run"] == run and int(r["seed"]) == seed]
             if not rows:
                 continue
@@ -97,14 +98,14 @@ def curves(epoch_rows: list[dict[str, Any]], path: Path) -> Path:
                 np.mean([r["train_loss"] for r in rows if int(r["epoch"]) == e]) for e in epochs
             ]
             name = "test" if run == "full" else "val"
-            ax1.plot(epochs, rho, style, lw=1, label=f"seed {seed} {name}")
-            ax2.plot(epochs, loss, style, lw=1, label=f"seed {seed} {run}")
+            color = colors[i % len(colors)]
+            ax1.plot(epochs, rho, style, lw=1, color=color, label=f"seed {seed} {name}")
+            ax2.plot(epochs, loss, style, lw=1, color=color, label=f"seed {seed} {run}")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("Spearman")
     ax1.set_title("Spearman per epoch (full run: test; val run: validation)")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("training loss")
-    ax2.set_yscale("symlog")
+    ax2.set_ylabel("training loss (mean per step)")
     for ax in (ax1, ax2):
         if len(seeds) <= 5:
             ax.legend(fontsize=6)

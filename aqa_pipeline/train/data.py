@@ -20,8 +20,6 @@ from aqa_pipeline.features import FeatureSet
 
 log = logging.getLogger(__name__)
 
-LABEL_FIELDS = ("difficulty", "judges", "subscores", "class_id")
-
 
 def used_rows(labels: LabelSet) -> np.ndarray:
     """Label rows that some fold trains or tests on, sorted."""
@@ -75,7 +73,8 @@ class TrainData:
     scale: float
     feature_rows: np.ndarray  # (N,) row in the FeatureSet, -1 when unused
     video: Tensor  # (N, D) float32 per-video mean features (zeros for unused rows)
-    fields: dict[str, Tensor]  # "target" (N,) and the LABEL_FIELDS the labels have
+    fields: dict[str, Tensor]  # "target" (N,), and difficulty, judges, subscores, class_id
+    # when the labels have them
     clip_features: Tensor | None  # (C + 1, D) float32; the last row is the zero pad
     clip_start: Tensor | None  # (N,) int64 first clip row of each label row
     clip_count: Tensor | None  # (N,) int64

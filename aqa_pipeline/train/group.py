@@ -86,7 +86,6 @@ class ModelGroup:
         self.amp = cfg["train"]["amp"]
         self.per_iteration = cfg["schedule"]["per"] == "iteration"
         self.epochs = int(cfg["train"]["epochs"])
-        self.steps_per_epoch = steps_per_epoch
 
     @contextlib.contextmanager
     def _own_rng(self, i: int) -> Iterator[None]:

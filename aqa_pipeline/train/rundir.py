@@ -38,6 +38,7 @@ from aqa_pipeline import __version__
 from aqa_pipeline.errors import AqaError
 
 SEP = "::"
+CLIP_KEYS = ("clip_scores", "clip_weights", "clip_index", "clip_frames")
 EPOCH_COLUMNS = ("fold", "run", "seed", "epoch", "lr", "train_loss", "spearman", "seconds")
 
 
@@ -179,18 +180,13 @@ def write_clip_outputs(path: Path, records: list[dict[str, Any]]) -> None:
             folds = [r["fold"] for r in recs for _ in r["video_ids"]]
             g.create_dataset("video_ids", data=np.array(ids, dtype=object), dtype=str_dt)
             g.create_dataset("fold", data=np.array(folds, dtype=object), dtype=str_dt)
-            per_video = {
-                k: [a for r in recs for a in r[k]]
-                for k in ("clip_scores", "clip_weights", "clip_index", "clip_frames")
-                if k in recs[0]
-            }
+            per_video = {k: [a for r in recs for a in r[k]] for k in CLIP_KEYS if k in recs[0]}
             lengths = [len(a) for a in per_video["clip_index"]]
             g.create_dataset(
                 "offsets", data=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             )
             for k, arrs in per_video.items():
-                data = np.concatenate(arrs) if arrs else np.zeros(0)
-                g.create_dataset(k, data=data)
+                g.create_dataset(k, data=np.concatenate(arrs) if arrs else np.zeros(0))
     os.replace(tmp, path)
 
 
@@ -206,11 +202,7 @@ def read_clip_outputs(path: Path, protocol: str, seed: int) -> dict[str, Any]:
         ids = [v.decode() if isinstance(v, bytes) else str(v) for v in g["video_ids"][()]]
         folds = [v.decode() if isinstance(v, bytes) else str(v) for v in g["fold"][()]]
         off = g["offsets"][()]
-        arrays = {
-            k: g[k][()]
-            for k in ("clip_scores", "clip_weights", "clip_index", "clip_frames")
-            if k in g
-        }
+        arrays = {k: g[k][()] for k in CLIP_KEYS if k in g}
     out = {}
     for i, vid in enumerate(ids):
         sl = slice(off[i], off[i + 1])

@@ -34,11 +34,11 @@ from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group
 from aqa_pipeline.train.heads import build_head, head_class
 from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.common import PATH_FIELDS
 from aqa_pipeline.train.inputs import ClipInputs, FeatureNorm, PairInputs, VideoInputs
 from aqa_pipeline.train.loop import RunOutput, predict_rows, run_epochs
 
 log = logging.getLogger(__name__)
-PATH_OPTION_FIELDS = {"judges", "subscores"}
 
 
 def eval_seed_of(fold_index: int) -> int:
@@ -57,7 +57,7 @@ def resolve_head_options(cfg: dict[str, Any], labels: LabelSet) -> dict[str, Any
     opts = {k: v for k, v in cfg["head"].items() if k != "name"}
     param = inspect.signature(head_class(cfg["head"]["name"]).__init__).parameters.get("paths")
     field = opts.get("paths", param.default if param is not None else None)
-    if field in PATH_OPTION_FIELDS and opts.get("num_paths") is None:
+    if field in PATH_FIELDS and opts.get("num_paths") is None:
         values = getattr(labels, field)
         if values is None:
             raise AqaError(
