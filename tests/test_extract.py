@@ -260,3 +260,38 @@ def test_kill_9_then_resume_does_each_video_once(tmp_path, make_video, tiny_reci
     fresh = tmp_path / "fresh.h5"
     assert extract(config, tmp_path / "v", fresh).exit_code == 0
     np.testing.assert_allclose(fs.clip_features, read_features(fresh).clip_features, atol=1e-5)
+
+
+_HOLD_LOCK = """
+import os, sys, time
+from pathlib import Path
+from aqa_pipeline.extract.parts import PartStore
+store = PartStore(Path(sys.argv[1]), {"recipe": "r"})
+if os.fork() == 0:  # like a data-loader worker: inherits the open lock file
+    time.sleep(30)
+    os._exit(0)
+print("locked", flush=True)
+time.sleep(30)
+"""
+
+
+def test_cache_lock_refuses_a_second_writer_and_dies_with_its_owner(tmp_path):
+    from aqa_pipeline.errors import AqaError
+    from aqa_pipeline.extract.parts import PartStore
+
+    out = tmp_path / "c.h5"
+    owner = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out)], stdout=subprocess.PIPE)
+    try:
+        assert owner.stdout.readline().strip() == b"locked"
+        try:
+            PartStore(out, {"recipe": "r"})
+            raise AssertionError("a second writer was let in")
+        except AqaError as err:
+            assert "another extraction is writing this cache" in str(err)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        # the forked child still holds the file open; the lock went with its owner anyway
+        PartStore(out, {"recipe": "r"})
+    finally:
+        owner.kill()
+        owner.wait()

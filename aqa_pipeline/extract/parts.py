@@ -34,10 +34,13 @@ class PartStore:
     def __init__(self, output: Path, key_fields: dict[str, Any]):
         self.dir = parts_dir(output)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # A POSIX record lock belongs to this process only: data-loader workers forked from
+        # it do not inherit it, so a job killed with -9 frees the cache at once even while
+        # its orphaned workers are still winding down (a flock would stay held by them).
         self._lock = open(self.dir / "lock", "w")  # noqa: SIM115 (held for the job's life)
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             self._lock.close()
             raise AqaError(f"{output}: another extraction is writing this cache") from None
         meta = self.dir / "meta.json"

@@ -235,9 +235,9 @@ def run_extraction(job: ExtractJob, progress: bool | None = None) -> ExtractSumm
             _extract(todo, recipe, engine, job, parts, summary, progress)
             done.update(parts.records())
         provenance = _provenance(job, existing, key_fields, backbone, all_sources, sources, amp)
-        order = ([v for v in existing.video_ids] if existing else []) + [
-            s.video_id for s in sources if not existing or s.video_id not in existing.video_ids
-        ]
+        order = list(existing.video_ids) if existing else []
+        known = set(order)
+        order += [s.video_id for s in sources if s.video_id not in known]
         records = [done[v] for v in order if v in done]
         fs = FeatureSet.from_records(
             records, backbone.feature_dim, job.dtype, key_fields, provenance

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.decoder import DecoderLayerParts
 from aqa_pipeline.train.losses import dae_likelihood_loss
 from aqa_pipeline.train.losses_longform import hardest_triplet_loss
 
@@ -54,19 +55,9 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         return y * mask[..., None]
 
 
-class PostNormDecoderLayer(nn.Module):
+class PostNormDecoderLayer(DecoderLayerParts):
     """nn.TransformerDecoderLayer (post-norm, ReLU) that also returns the cross-attention
     weights (B, Q, T), averaged over heads."""
-
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
-        )
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop1, self.drop2, self.drop3 = (nn.Dropout(dropout) for _ in range(3))
 
     def forward(
         self, q: Tensor, memory: Tensor, memory_pad: Tensor | None

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.decoder import DecoderLayerParts
 from aqa_pipeline.train.losses import dae_likelihood_loss
 from aqa_pipeline.train.losses_longform import attention_gram_kl
 
@@ -78,7 +79,7 @@ def mlp_1024_512_256_1(in_dim: int) -> nn.Sequential:
     )
 
 
-class PreNormDecoderLayer(nn.Module):
+class PreNormDecoderLayer(DecoderLayerParts):
     """Pre-norm decoder layer: self-attention, cross-attention to the clips, FFN.
 
     Returns the new queries and the self- and cross-attention outputs (B, Q, D) that the
@@ -86,19 +87,12 @@ class PreNormDecoderLayer(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, residual: str):
-        super().__init__()
+        super().__init__(dim, heads, ffn_dim, dropout)
         if residual not in ("dropped", "standard"):
             raise AqaError(
                 f"interaqa: self_attn_residual must be dropped|standard, got {residual!r}"
             )
         self.residual = residual
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
-        )
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop1, self.drop2, self.drop3 = (nn.Dropout(dropout) for _ in range(3))
 
     def forward(
         self,
