@@ -182,6 +182,7 @@ class SequentialGroup(ModelGroup):
     ):
         super().__init__(heads, cfg, steps_per_epoch, seeds)  # one generator per seed
         self.heads = heads
+        self._training: bool | None = None
         self.opts = [build_optimizer(h.parameters(), cfg["optim"]) for h in heads]
         self.scheds = [
             build_scheduler(o, cfg["schedule"], self.epochs, steps_per_epoch) for o in self.opts
@@ -189,8 +190,8 @@ class SequentialGroup(ModelGroup):
 
     def train_step(self, inputs: dict[str, Tensor], batch: dict[str, Tensor], epoch: int) -> Tensor:
         losses = []
+        self._set_mode(train=True)
         for s, (head, opt) in enumerate(zip(self.heads, self.opts, strict=True)):
-            head.train()
             b = {k: v[s] for k, v in batch.items()} | {"epoch": epoch}
             with self._own_rng(s):
                 loss = run_head(head, {k: v[s] for k, v in inputs.items()}, b, "loss", self.amp)
@@ -206,14 +207,21 @@ class SequentialGroup(ModelGroup):
         self, inputs: dict[str, Tensor], batch: dict[str, Tensor], eval_seed: int
     ) -> dict[str, Tensor]:
         preds = []
+        self._set_mode(train=False)
         for s, head in enumerate(self.heads):
-            head.eval()
             b = {k: v[s] for k, v in batch.items()} | {"epoch": 0}
             with torch.no_grad(), fixed_rng(eval_seed + s):
                 preds.append(
                     run_head(head, {k: v[s] for k, v in inputs.items()}, b, "predict", self.amp)
                 )
         return {k: torch.stack([p[k] for p in preds]) for k in preds[0]}
+
+    def _set_mode(self, train: bool) -> None:
+        # Module.train() walks every submodule: only call it when the mode changes
+        if self._training is not train:
+            for head in self.heads:
+                head.train(train)
+            self._training = train
 
     def end_epoch(self) -> None:
         for sched in self.scheds:
