@@ -424,3 +424,28 @@ def test_heads_train_in_the_loop_and_keep_clip_outputs(tmp_path: Path, head: dic
         assert rec["clip_weights"].sum() == pytest.approx(1.0, abs=1e-5)
         total = float((rec["clip_weights"] * rec["clip_scores"]).sum())
         assert total == pytest.approx(pred, rel=1e-4, abs=1e-4)
+
+
+def test_fast_dropout_keeps_the_right_fraction_and_scale():
+    from aqa_pipeline.train.heads.common import FastDropout, use_fast_dropout
+
+    drop = FastDropout(0.7)
+    x = torch.ones(64, 125, 33)  # an element count that is not a multiple of 4
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.3) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.3))
+    assert abs(y.mean().item() - 1.0) < 0.02  # unbiased, as nn.Dropout
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # seeded by torch's generator
+    assert not torch.equal(drop(x), y)  # a fresh mask every call
+    g = torch.ones_like(x, requires_grad=True)
+    drop(g).sum().backward()
+    assert torch.allclose(g.grad, (g.grad != 0) / 0.3)  # gradient flows where kept, scaled
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    head = build_head("gdlt", 64, hidden_dim=32, ffn_dim=48)
+    dropouts = [m for m in head.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts and all(type(m) is FastDropout for m in dropouts)
+    assert use_fast_dropout(nn.Sequential(nn.Dropout(0.2)))[0].p == 0.2

@@ -33,6 +33,34 @@ class Dense(nn.Module):
         return x @ self.weight + self.bias
 
 
+class FastDropout(nn.Dropout):
+    """nn.Dropout with a cheaper random mask on the CPU, where drawing one random number per
+    element made dropout 14% of a GDLT epoch: each 64-bit draw of torch's generator gives
+    four 16-bit numbers, so p is rounded to a multiple of 1/65536. On other devices, and in
+    eval mode, it is nn.Dropout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or self.inplace:
+            return super().forward(x)
+        if self.p == 1:
+            return x * 0.0
+        n = x.numel()
+        draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        bits = draws.view(torch.int16)[:n].view(x.shape)
+        keep = bits >= round(self.p * 65536) - 32768
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
+def use_fast_dropout(module: nn.Module) -> nn.Module:
+    """Replace every nn.Dropout inside `module` with FastDropout (same p); returns it."""
+    for name, child in module.named_children():
+        if type(child) is nn.Dropout:
+            setattr(module, name, FastDropout(child.p))
+        else:
+            use_fast_dropout(child)
+    return module
+
+
 def mlp_trunk(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
     """Dense + ReLU for each width in `hidden` (the papers' 1024 -> 256 -> 128)."""
     layers: list[nn.Module] = []

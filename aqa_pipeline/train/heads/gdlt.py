@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.common import use_fast_dropout
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
 from aqa_pipeline.train.losses import dae_likelihood_loss
 from aqa_pipeline.train.losses_longform import hardest_triplet_loss
@@ -37,7 +38,8 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
         if mask is None or not self.training:
-            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+            # (B*T, C) has the statistics of (B, C, T), without the transposed copies
+            return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
         real = x[mask]  # (N, C)
         n = real.shape[0]
         mean = real.mean(dim=0)
@@ -126,6 +128,7 @@ class GDLT(Head):
         self.register_buffer("grade_values", torch.linspace(0, 1, num_grades))
         if score_dist == "dae":
             self.logvar_head = nn.Linear(num_grades * hidden_dim, 1)
+        use_fast_dropout(self)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """x (B, T, D) clip features, mask (B, T) bool True = real clip."""

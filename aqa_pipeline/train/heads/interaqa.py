@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.common import use_fast_dropout
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
 from aqa_pipeline.train.losses import dae_likelihood_loss
 from aqa_pipeline.train.losses_longform import attention_gram_kl
@@ -184,6 +185,7 @@ class InterAQA(Head):
         if score_dist == "dae":
             self.logvar_mlp = nn.Sequential(nn.Linear(in_dim, 256), nn.ReLU(), nn.Linear(256, 1))
         self.register_buffer("pe", sinusoid_table(self.max_queries, in_dim), persistent=False)
+        use_fast_dropout(self)
 
     def _queries(self, batch: int, length: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """Query content (B or 1, Q, D) and positional input (1, Q, D) for Q = length."""
