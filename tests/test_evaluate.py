@@ -16,6 +16,7 @@ from aqa_pipeline.errors import MismatchError
 from aqa_pipeline.evaluate import evaluate_run
 from aqa_pipeline.evaluate import metrics as M
 from aqa_pipeline.evaluate.predictions import Predictions
+from aqa_pipeline.evaluate.rescore import rescore
 from aqa_pipeline.features import read_features
 from aqa_pipeline.train import run_training
 from tests.train_fixtures import config, make_cache, write_labels
@@ -133,3 +134,29 @@ def test_timelines_for_a_clip_sequence_head(tmp_path):
     assert res.exit_code == 1 and "no clip outputs for video 'v001'" in res.output
     m = evaluate_run(run, features=cache, timeline="all")
     assert len(list((run / "rescore/f/timelines").glob("*.png"))) == 6 and m["n_test"] == 6
+
+
+def test_sigma_calibrated_on_validation(trained, tmp_path):
+    from aqa_pipeline.errors import AqaError
+    from aqa_pipeline.train.runner import sigma_scale_factor
+
+    assert sigma_scale_factor(np.zeros(2), np.array([1.0, 2.0]), np.array([3.0, 2.0])) == (
+        pytest.approx(math.sqrt((9 + 1) / 2))
+    )
+    tmp, raw_metrics = trained
+    cfg = config("dae", epochs=3, head={"loss": "likelihood"}, data={"standardize": True},
+                 eval={"calibrate_sigma": True})  # fmt: skip
+    metrics = run_training(cfg, tmp / "f.h5", f"csv:{tmp / 'l.csv'}", tmp_path / "cal", seeds=2)
+    raw = Predictions.read(tmp / "run/predictions.csv")
+    cal = Predictions.read(tmp_path / "cal/predictions.csv")
+    np.testing.assert_allclose(cal.pred, raw.pred, rtol=1e-6)  # the same training
+    factors = metrics["sigma_scale"]["split"]
+    assert set(factors) == {"0", "1"} and all(f > 0 and f != 1 for f in factors.values())
+    ratio = np.array(cal.sigma) / np.array(raw.sigma)
+    np.testing.assert_allclose(ratio, [factors[str(s)] for s in cal.seed], rtol=1e-5)
+    assert metrics["coverage_90"] != raw_metrics["coverage_90"]
+    rescored, *_ = rescore(tmp_path / "cal", tmp / "f.h5")
+    np.testing.assert_allclose(rescored.sigma, cal.sigma, rtol=1e-5)
+    with pytest.raises(AqaError, match="calibrate_sigma needs a validation split"):
+        run_training({**cfg, "eval": {"calibrate_sigma": True, "val_fraction": 0}}, tmp / "f.h5",
+                     f"csv:{tmp / 'l.csv'}", tmp_path / "bad")  # fmt: skip

@@ -88,12 +88,13 @@ def rescore(
                 int(sidecar["eval_seeds"][fold.name]),
                 clips=kind == "clips",
             )
+            factors = sidecar.get("sigma_scale", {}).get(fold.name, {})
             for s, seed in enumerate(seeds):
                 preds.add(
                     video_ids=ids,
                     true=labels.score[fold.test],
                     pred=p["score"][s],
-                    sigma=p["sigma"][s] if "sigma" in p else None,
+                    sigma=p["sigma"][s] * factors.get(str(seed), 1.0) if "sigma" in p else None,
                     seed=seed,
                     protocol=protocol,
                     fold=fold.name,

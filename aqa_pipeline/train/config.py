@@ -19,6 +19,9 @@ Keys (every one optional except head.name; see configs/train/*.yaml):
         train.seeds (a count or a list), train.threads (torch threads; null = leave as is)
     eval.val_fraction: share of train held out (per seed, seeded) to pick the epoch for the
         `val` protocol; 0 disables it. eval.bootstrap: resamples for the 95% interval.
+    eval.calibrate_sigma: for heads with sigma, scale each seed's sigma by the factor that
+        makes its validation errors unit-variance (needs eval.val_fraction > 0); the
+        factors are in metrics.json under sigma_scale, raw sigma = sigma / factor
     test.batch_size
 """
 
@@ -59,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "seeds": 1,
         "threads": None,
     },
-    "eval": {"val_fraction": 0.2, "bootstrap": 1000},
+    "eval": {"val_fraction": 0.2, "bootstrap": 1000, "calibrate_sigma": False},
     "test": {"batch_size": 64},
 }
 # sections whose keys are free-form (checked elsewhere)
@@ -130,6 +133,10 @@ def resolve_config(
             raise AqaError(f"config: train.{key} must be >= 1")
     if not 0 <= float(cfg["eval"]["val_fraction"]) < 1:
         raise AqaError("config: eval.val_fraction must be in [0, 1)")
+    if cfg["eval"]["calibrate_sigma"] and not float(cfg["eval"]["val_fraction"]) > 0:
+        raise AqaError(
+            "config: eval.calibrate_sigma needs a validation split (eval.val_fraction > 0)"
+        )
     scale = cfg["label"]["scale"]
     if scale != "auto" and not (isinstance(scale, int | float) and scale > 0):
         raise AqaError(f"config: label.scale must be a positive number or auto, got {scale!r}")

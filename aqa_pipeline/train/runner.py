@@ -134,6 +134,7 @@ class Trainer:
         self.selected: dict[str, dict[str, dict[str, int]]] = {}
         self.norms: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.clip_records: list[dict[str, Any]] = []
+        self.sigma_scale: dict[str, dict[str, float]] = {}  # fold -> seed -> factor
 
     def make_head(self) -> Head:
         return build_head(self.name, self.data.feature_dim, **self.head_opts)
@@ -222,7 +223,18 @@ class Trainer:
         log.info("fold %s: validation run (%d train / %d val rows per seed)", fold.name,
                  tr.shape[1], va.shape[1])  # fmt: skip
         out = self._run(fold_index, tr, {"val": va}, "val", norm)[0]
-        return [select_epoch(out.spearman["val"][:, s]) for s in range(len(self.seeds))]
+        epochs = [select_epoch(out.spearman["val"][:, s]) for s in range(len(self.seeds))]
+        if self.cfg["eval"]["calibrate_sigma"] and "sigma" in out.preds["val"]:
+            p = out.preds["val"]
+            self.sigma_scale[fold.name] = {
+                str(seed): sigma_scale_factor(
+                    p["score"][e, s], p["sigma"][e, s], self.data.labels.score[va[s]]
+                )
+                for s, (seed, e) in enumerate(zip(self.seeds, epochs, strict=True))
+            }
+            log.info("fold %s: sigma scaled by %s (fitted on validation)", fold.name,
+                     self.sigma_scale[fold.name])  # fmt: skip
+        return epochs
 
     def _record(self, fold: Fold, protocol: str, epochs: list[int], out: RunOutput) -> None:
         """Test predictions and weights of every seed at its selected epoch."""
@@ -231,13 +243,14 @@ class Trainer:
         self.selected.setdefault(protocol, {})[fold.name] = {
             str(seed): int(epochs[s]) for s, seed in enumerate(self.seeds)
         }
+        factors = self.sigma_scale.get(fold.name, {})
         for s, seed in enumerate(self.seeds):
             e = epochs[s]
             self.preds.add(
                 video_ids=ids,
                 true=self.data.labels.score[fold.test],
                 pred=out.preds["test"]["score"][e, s],
-                sigma=None if sigma is None else sigma[e, s],
+                sigma=None if sigma is None else sigma[e, s] * factors.get(str(seed), 1.0),
                 seed=seed,
                 protocol=protocol,
                 fold=fold.name,
@@ -279,6 +292,13 @@ class Trainer:
                     seed,
                 )
             self.clip_records.append(clip_record(self.data, fold, protocol, seed, p, s))
+
+
+def sigma_scale_factor(pred: np.ndarray, sigma: np.ndarray, true: np.ndarray) -> float:
+    """sqrt(mean(((true - pred) / sigma)^2)): the factor c that maximises the Gaussian
+    likelihood of the errors under sigma * c (so the scaled z-scores have unit variance)."""
+    z = (true - pred) / np.maximum(sigma, 1e-12)
+    return float(np.sqrt(np.mean(z**2)))
 
 
 def clip_record(
@@ -382,6 +402,7 @@ def _train(
         "score_ranges": {f.name: list(labels.score_range(f)) for f in labels.folds},
         "epochs": trainer.selected,
         "standardize": bool(cfg["data"]["standardize"]),
+        "sigma_scale": trainer.sigma_scale,
         "labels": labels.source,
         "cache": {"path": cache, "cache_key": fs.cache_key, "key_fields": fs.key_fields},
     }
@@ -391,6 +412,8 @@ def _train(
     ranges = {f.name: labels.score_range(f) for f in labels.folds}
     metrics = summarize(trainer.preds, ranges, scale, int(cfg["eval"]["bootstrap"]))
     metrics.update(run_info(cfg, cache, labels, time.perf_counter() - t0))
+    if trainer.sigma_scale:
+        metrics["sigma_scale"] = trainer.sigma_scale
     rundir.write_json(run_dir / "metrics.json", metrics)
     from aqa_pipeline.evaluate.report import write_report
 
