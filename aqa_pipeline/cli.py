@@ -29,13 +29,14 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
+    from aqa_pipeline.datasets.manifest import manifest
     from aqa_pipeline.demo import demo
     from aqa_pipeline.evaluate.cli import evaluate
     from aqa_pipeline.extract.cli import extract
     from aqa_pipeline.features.cli import features
     from aqa_pipeline.train.cli import train
 
-    for command in (extract, features, train, evaluate, demo):
+    for command in (extract, features, train, evaluate, manifest, demo):
         main.add_command(command)
 
 

@@ -266,3 +266,22 @@ def test_mtl_aqa_manifest_both_layouts(tmp_path):
     }
     labels = load_labels(f"mtl_aqa:{folder}")
     assert {r["video_id"] for r in rows} == set(labels.video_ids)
+
+
+def test_manifest_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from aqa_pipeline.cli import main
+
+    folder = shared("mtl_aqa")
+    out = tmp_path / "m.csv"
+    res = CliRunner().invoke(
+        main, ["manifest", "mtl-aqa", "--annotations", str(folder), "--root", "/f", "-o", str(out)]
+    )
+    assert res.exit_code == 0 and "wrote 1412 dives" in res.output
+    assert out.read_text().splitlines()[1] == "01_01,/f/01_01,,"
+    res = CliRunner().invoke(
+        main,
+        ["manifest", "mtl-aqa", "--annotations", str(tmp_path), "--root", "/f", "-o", str(out)],
+    )
+    assert res.exit_code == 1 and str(tmp_path) in res.output

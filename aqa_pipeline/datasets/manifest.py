@@ -9,7 +9,7 @@ The manifest has one row per dive: `video_id,path,start_frame,end_frame`, video 
   its whole frame folder (ext ""), trimmed to the annotation's start_frame/end_frame,
   copied verbatim from the annotations.
 
-Usage: python -m aqa_pipeline.datasets.manifest --annotations DIR --root ROOT
+Usage: aqa manifest mtl-aqa --annotations DIR --root ROOT
        [--layout dives|events] [--ext .mp4] [--split 0] -o manifest.csv
 """
 
@@ -67,7 +67,12 @@ def mtl_aqa_manifest(
     return len(rows)
 
 
-@click.command()
+@click.group()
+def manifest() -> None:
+    """Write extraction manifests (video_id,path,start_frame,end_frame) from annotations."""
+
+
+@manifest.command(name="mtl-aqa")
 @click.option(
     "--annotations",
     required=True,
@@ -85,13 +90,9 @@ def mtl_aqa_manifest(
 @click.option("--ext", default="", help="Suffix of the event sources with --layout events (.mp4).")
 @click.option("--split", default=None, help="Keep only the dives of this split number.")
 @click.option("-o", "--output", required=True, help="The manifest CSV to write.")
-def main(
+def mtl_aqa(
     annotations: str, root: str, layout: str, ext: str, split: str | None, output: str
 ) -> None:
     """Write an extraction manifest (video_id,path,start_frame,end_frame) for MTL-AQA."""
     n = mtl_aqa_manifest(annotations, root, output, layout, ext, split)
     click.echo(f"wrote {n} dives to {output}")
-
-
-if __name__ == "__main__":
-    main()
