@@ -160,3 +160,12 @@ def test_sigma_calibrated_on_validation(trained, tmp_path):
     with pytest.raises(AqaError, match="calibrate_sigma needs a validation split"):
         run_training({**cfg, "eval": {"calibrate_sigma": True, "val_fraction": 0}}, tmp / "f.h5",
                      f"csv:{tmp / 'l.csv'}", tmp_path / "bad")  # fmt: skip
+
+
+def test_sigma_calibration_on_a_head_without_sigma_says_so(trained, tmp_path, caplog):
+    tmp, _ = trained
+    cfg = config("mlp", epochs=1, eval={"calibrate_sigma": True})
+    with caplog.at_level("WARNING"):
+        metrics = run_training(cfg, tmp / "f.h5", f"csv:{tmp / 'l.csv'}", tmp_path / "m", seeds=1)
+    assert "head mlp has no sigma; nothing to calibrate" in caplog.text
+    assert "sigma_scale" not in metrics

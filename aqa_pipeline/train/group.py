@@ -79,6 +79,8 @@ class ModelGroup:
     ):
         self.seeds_n = len(heads)
         self.rng_states = []  # torch RNG state(s) of the random draws inside the heads
+        self._mode_modules: list[nn.Module] = list(heads)
+        self._training: bool | None = None
         for seed in rng_seeds:
             with fixed_rng(seed):
                 self.rng_states.append(torch.get_rng_state())
@@ -94,6 +96,13 @@ class ModelGroup:
             torch.set_rng_state(self.rng_states[i])
             yield
             self.rng_states[i] = torch.get_rng_state()
+
+    def _set_mode(self, train: bool) -> None:
+        # Module.train() walks every submodule: only call it when the mode changes
+        if self._training is not train:
+            for module in self._mode_modules:
+                module.train(train)
+            self._training = train
 
     def train_step(self, inputs: dict[str, Tensor], batch: dict[str, Tensor], epoch: int) -> Tensor:
         """One optimiser step for every seed; inputs/batch tensors are (S, B, ...)."""
@@ -129,6 +138,7 @@ class StackedGroup(ModelGroup):
         super().__init__(heads, cfg, steps_per_epoch, [zlib.crc32(repr(list(seeds)).encode())])
         calls = [HeadCall(h, self.amp) for h in heads]
         self.call = calls[0]
+        self._mode_modules = [self.call]
         self.params, self.buffers = stack_module_state(calls)
         self.opt = build_optimizer(self.params.values(), cfg["optim"])
         self.sched = build_scheduler(self.opt, cfg["schedule"], self.epochs, steps_per_epoch)
@@ -141,7 +151,7 @@ class StackedGroup(ModelGroup):
         return vmap(one, randomness="different")
 
     def train_step(self, inputs: dict[str, Tensor], batch: dict[str, Tensor], epoch: int) -> Tensor:
-        self.call.train()
+        self._set_mode(train=True)
         with self._own_rng(0):
             losses = self._vmapped("loss", epoch)(self.params, self.buffers, inputs, batch)
         self.opt.zero_grad(set_to_none=True)
@@ -154,7 +164,7 @@ class StackedGroup(ModelGroup):
     def predict(
         self, inputs: dict[str, Tensor], batch: dict[str, Tensor], eval_seed: int
     ) -> dict[str, Tensor]:
-        self.call.eval()
+        self._set_mode(train=False)
         with torch.no_grad(), fixed_rng(eval_seed):
             return self._vmapped("predict", 0)(self.params, self.buffers, inputs, batch)
 
@@ -182,7 +192,6 @@ class SequentialGroup(ModelGroup):
     ):
         super().__init__(heads, cfg, steps_per_epoch, seeds)  # one generator per seed
         self.heads = heads
-        self._training: bool | None = None
         self.opts = [build_optimizer(h.parameters(), cfg["optim"]) for h in heads]
         self.scheds = [
             build_scheduler(o, cfg["schedule"], self.epochs, steps_per_epoch) for o in self.opts
@@ -215,13 +224,6 @@ class SequentialGroup(ModelGroup):
                     run_head(head, {k: v[s] for k, v in inputs.items()}, b, "predict", self.amp)
                 )
         return {k: torch.stack([p[k] for p in preds]) for k in preds[0]}
-
-    def _set_mode(self, train: bool) -> None:
-        # Module.train() walks every submodule: only call it when the mode changes
-        if self._training is not train:
-            for head in self.heads:
-                head.train(train)
-            self._training = train
 
     def end_epoch(self) -> None:
         for sched in self.scheds:

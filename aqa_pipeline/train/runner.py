@@ -224,7 +224,10 @@ class Trainer:
                  tr.shape[1], va.shape[1])  # fmt: skip
         out = self._run(fold_index, tr, {"val": va}, "val", norm)[0]
         epochs = [select_epoch(out.spearman["val"][:, s]) for s in range(len(self.seeds))]
-        if self.cfg["eval"]["calibrate_sigma"] and "sigma" in out.preds["val"]:
+        if self.cfg["eval"]["calibrate_sigma"] and "sigma" not in out.preds["val"]:
+            log.warning("eval.calibrate_sigma: head %s has no sigma; nothing to calibrate",
+                        self.name)  # fmt: skip
+        elif self.cfg["eval"]["calibrate_sigma"]:
             p = out.preds["val"]
             self.sigma_scale[fold.name] = {
                 str(seed): sigma_scale_factor(
