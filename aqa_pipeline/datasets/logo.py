@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from aqa_pipeline.datasets import no_more_options, register_adapter
-from aqa_pipeline.datasets.base import Fold, LabelSet, check_finite, load_pickle
+from aqa_pipeline.datasets.base import (
+    LabelSet,
+    check_finite,
+    folds_from_split_column,
+    load_pickle,
+)
 from aqa_pipeline.errors import AqaError
 
 
@@ -71,10 +76,6 @@ def load(path: Path, options: dict[str, str]) -> LabelSet:
     ids = [r[0] for r in rows]
     score = np.array([r[1] for r in rows], dtype=np.float64)
     check_finite(score, ids, f"{path}: score")
-    split = np.array([r[2] for r in rows])
-    fold = Fold(
-        split_name,
-        np.flatnonzero(split == "train").astype(np.int64),
-        np.flatnonzero(split == "test").astype(np.int64),
-    )
+    (fold,) = folds_from_split_column([r[2] for r in rows], f"{path}: {split_name}")
+    fold.name = split_name
     return LabelSet(name="logo", source=str(path), video_ids=ids, score=score, folds=[fold])
