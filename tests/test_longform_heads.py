@@ -286,6 +286,27 @@ def test_dae_score_distribution_option(name):
     assert pred["sigma"] is not None and torch.equal(pred["score"], out["score"])
 
 
+@pytest.mark.parametrize("name", ["interaqa", "gdlt"])
+def test_dae_loss_option_selects_the_likelihood_form(name):
+    from aqa_pipeline.train.losses import dae_likelihood_loss, weighted_likelihood_loss
+
+    # the score loss alone: no attention loss (InterAQA) or triplet loss (GDLT)
+    opts = {**SMALL_INTERAQA, "attn_loss_weight": 0.0} if name == "interaqa" else {
+        **SMALL_GDLT, "alpha": 0.0}  # fmt: skip
+    target = torch.tensor([0.4, 0.7])
+    x, mask = padded_batch([6, 4], 32, fill=0.0)
+    for kind, fn in (("weighted", weighted_likelihood_loss), ("likelihood", dae_likelihood_loss)):
+        torch.manual_seed(0)
+        head = build_head(name, 32, score_dist="dae", dae_loss=kind, **opts).eval()
+        out = head(x, mask)
+        expect = fn(out["score"], out["logvar"], target, 0.6, 0.4).item()
+        got = head.loss(out, {"target": target, "mask": mask}).item()
+        assert got == pytest.approx(expect, rel=1e-6)
+    assert weighted_likelihood_loss(out["score"], out["logvar"], target).item() != pytest.approx(
+        expect, rel=1e-3
+    )
+
+
 def test_unknown_options_are_clear_errors():
     from aqa_pipeline.errors import AqaError
 
@@ -295,6 +316,8 @@ def test_unknown_options_are_clear_errors():
         build_head("interaqa", 32, query="random")
     with pytest.raises(AqaError, match="score_dist"):
         build_head("gdlt", 32, score_dist="gauss")
+    with pytest.raises(AqaError, match="dae_loss"):
+        build_head("interaqa", 32, score_dist="dae", dae_loss="nll")
     head = build_head("interaqa", 32, query="learned", max_queries=4, **SMALL_INTERAQA)
     with pytest.raises(AqaError, match="max_queries"):
         head(torch.zeros(1, 6, 32))

@@ -16,6 +16,7 @@ from aqa_pipeline.train.losses import (
     dae_v1_loss,
     gaussian_soft_labels,
     soft_label_kl,
+    weighted_likelihood_loss,
 )
 
 T = torch.tensor
@@ -44,6 +45,23 @@ def test_dae_likelihood_loss_value_and_gradient_reaches_logvar():
     loss.backward()
     # d/dlogvar of 0.5 * (0.6 r^2 e^-lv + 0.4 lv): (0.4 - 0.6 r^2 e^-lv) / 2
     assert logvar.grad.tolist() == pytest.approx([(0.4 - 0.6) / 2, 0.4 / 2])
+
+
+def test_weighted_likelihood_gradients_are_not_scaled_by_one_over_sigma_squared():
+    mu = T([1.0, 2.0], requires_grad=True)
+    logvar = T([math.log(0.01), math.log(4.0)], requires_grad=True)
+    target = T([2.0, 5.0])
+    loss = weighted_likelihood_loss(mu, logvar, target, alpha=0.6, beta=0.4)
+    # value: mean of (sigma^2 / 0.6) * (0.6 r^2 / sigma^2 + 0.4 lv) = r^2 + (2/3) sigma^2 lv
+    expect = (1.0 + 0.01 * math.log(0.01) * 2 / 3 + 9.0 + 4.0 * math.log(4.0) * 2 / 3) / 2
+    assert loss.item() == pytest.approx(expect, rel=1e-6)
+    loss.backward()
+    # d/dmu: 2 (mu - g) / n, the MSE's; the plain likelihood's would be 100x larger for row 0
+    assert mu.grad.tolist() == pytest.approx([2 * (1 - 2) / 2, 2 * (2 - 5) / 2])
+    # d/dlogvar: ((beta / alpha) sigma^2 - r^2) / n
+    assert logvar.grad.tolist() == pytest.approx(
+        [(0.01 * 2 / 3 - 1.0) / 2, (4.0 * 2 / 3 - 9.0) / 2], rel=1e-6
+    )
 
 
 def test_likelihood_minimum_is_at_alpha_over_beta_times_squared_error():

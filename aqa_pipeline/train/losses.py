@@ -8,6 +8,11 @@ the reparameterised sample, sigma^2 = exp(logvar):
 - `dae_likelihood_loss`: mean of alpha * (g - mu)^2 / sigma^2 + beta * log sigma^2
   (the later paper; alpha 0.6, beta 0.4). Its minimum over sigma^2 is at
   sigma^2 = (alpha / beta) * (g - mu)^2, so with 0.6/0.4 sigma comes out 1.22x the error.
+- `weighted_likelihood_loss`: the same terms, each sample's weighted by sigma^2 / alpha held
+  constant (beta-NLL with beta = 1, Seitzer et al., ICLR 2022). mu gets the MSE's gradient
+  2 (mu - g) and logvar the gradient (beta / alpha) sigma^2 - (g - mu)^2, neither scaled by
+  1 / sigma^2, so SGD at the long-form heads' learning rates does not blow up when sigma
+  shrinks; the minimum over sigma^2 is the same.
 
 Score distributions (USDL / MUSDL):
 - `gaussian_soft_labels`: a Gaussian over the score bins around each target, normalised.
@@ -53,6 +58,25 @@ def dae_likelihood_loss(
 ) -> Tensor:
     """mean of alpha * (g - mu)^2 * exp(-logvar) + beta * logvar."""
     return (alpha * (target - mu).square() * torch.exp(-logvar) + beta * logvar).mean()
+
+
+def weighted_likelihood_loss(
+    mu: Tensor, logvar: Tensor, target: Tensor, alpha: float = 0.6, beta: float = 0.4
+) -> Tensor:
+    """mean of (sigma^2 / alpha, no gradient) * (alpha * (g - mu)^2 / sigma^2 + beta * logvar)."""
+    weight = torch.exp(logvar).detach() / alpha
+    return (weight * (alpha * (target - mu).square() * torch.exp(-logvar) + beta * logvar)).mean()
+
+
+LONGFORM_DAE_LOSSES = ("weighted", "likelihood")
+
+
+def longform_dae_loss(
+    kind: str, mu: Tensor, logvar: Tensor, target: Tensor, alpha: float, beta: float
+) -> Tensor:
+    """The `score_dist: dae` loss of the long-form heads: "weighted" or "likelihood"."""
+    fn = weighted_likelihood_loss if kind == "weighted" else dae_likelihood_loss
+    return fn(mu, logvar, target, alpha, beta)
 
 
 def dae_loss(

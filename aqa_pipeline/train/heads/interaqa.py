@@ -30,6 +30,11 @@ epoch and score the whole program with padding masks.
 Padding: x is (B, T, D) with mask (B, T), True = real clip. Padded clips are never attended
 to (key padding masks in self- and cross-attention), get weight 0, and are left out of the
 attention loss, so padding changes no output of the real clips.
+
+score_dist "dae" (not in the paper) adds a DAE output: logvar from an MLP (D -> 256 -> 1) of
+the clip-weighted mean of the decoder outputs, sigma = exp(logvar / 2); the score is the
+mean, and the MSE is replaced by the DAE likelihood (dae_alpha 0.6, dae_beta 0.4), by
+default in its variance-weighted form (dae_loss "weighted"; "likelihood" is the plain one).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head
 from aqa_pipeline.train.heads.common import use_fast_dropout
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
-from aqa_pipeline.train.losses import dae_likelihood_loss
+from aqa_pipeline.train.losses import LONGFORM_DAE_LOSSES, longform_dae_loss
 from aqa_pipeline.train.losses_longform import attention_gram_kl
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -145,6 +150,7 @@ class InterAQA(Head):
         score_dist: str = "none",
         dae_alpha: float = 0.6,
         dae_beta: float = 0.4,
+        dae_loss: str = "weighted",
     ):
         super().__init__()
         if preset not in PRESETS:
@@ -160,6 +166,8 @@ class InterAQA(Head):
             raise AqaError(f"interaqa: query must be noise|learned|shared, got {opts['query']!r}")
         if score_dist not in ("none", "dae"):
             raise AqaError(f"interaqa: score_dist must be none|dae, got {score_dist!r}")
+        if dae_loss not in LONGFORM_DAE_LOSSES:
+            raise AqaError(f"interaqa: dae_loss must be weighted|likelihood, got {dae_loss!r}")
         if in_dim % num_heads:
             raise AqaError(f"interaqa: feature dim {in_dim} is not divisible by {num_heads} heads")
         self.query = opts["query"]
@@ -170,6 +178,7 @@ class InterAQA(Head):
         self.pred_noise = float(pred_noise)
         self.score_dist = score_dist
         self.dae_alpha, self.dae_beta = float(dae_alpha), float(dae_beta)
+        self.dae_loss = dae_loss
 
         if self.query == "learned":
             self.query_embed = nn.Parameter(torch.randn(self.max_queries, in_dim))
@@ -245,7 +254,9 @@ class InterAQA(Head):
         if self.training and self.pred_noise > 0:
             pred = pred + torch.randn_like(pred) * self.pred_noise
         if self.score_dist == "dae":
-            main = dae_likelihood_loss(pred, out["logvar"], target, self.dae_alpha, self.dae_beta)
+            main = longform_dae_loss(
+                self.dae_loss, pred, out["logvar"], target, self.dae_alpha, self.dae_beta
+            )
         else:
             main = F.mse_loss(pred, target)
         if self.attn_loss_weight == 0:
