@@ -1,6 +1,6 @@
 """Stage 2 training: heads on cached features, several seeds at once, honest protocols.
 
-`run_training(config, features, labels, run_dir, seeds) -> dict` is the Python API (see
+`run_training(config, features, labels, run_dir, seeds, resume) -> dict` is the Python API (see
 `aqa_pipeline.train.runner`); `aqa train` is its command line.
 """
 
@@ -16,11 +16,12 @@ def run_training(
     labels: Any,
     run_dir: str | Path,
     seeds: int | list[int] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate; returns metrics.json's content. See `runner.run_training`."""
     from aqa_pipeline.train.runner import run_training as _run_training
 
-    return _run_training(config, features, labels, run_dir, seeds)
+    return _run_training(config, features, labels, run_dir, seeds, resume)
 
 
 __all__ = ["run_training"]

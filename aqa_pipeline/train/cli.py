@@ -80,6 +80,12 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     metavar="0,1,...",
     help="Sweeps: one run per listed fold (0-based) instead of all folds in one run.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue a killed run in --run-dir from its checkpoints (saved every "
+    "train.checkpoint_minutes); the config must be the one it started with (else exit 3).",
+)
 @launcher_options
 def train(
     config_paths: tuple[str, ...],
@@ -89,6 +95,7 @@ def train(
     seeds: int | None,
     overrides: tuple[str, ...],
     folds: str | None,
+    resume: bool,
     launch: LaunchOptions,
 ) -> None:
     """Train a head on cached features for every fold and seed, then evaluate it.
@@ -101,6 +108,8 @@ def train(
     from aqa_pipeline.train.runner import run_training
 
     if len(config_paths) > 1 or folds or launch.launcher == "slurm":
+        if resume:
+            raise click.UsageError("--resume continues a single run, not a sweep")
         fold_list = [int(f) for f in folds.split(",")] if folds else None
         code = launch_train_sweep(
             [Path(c) for c in config_paths], seed_list(seeds or 1), fold_list, features,
@@ -108,5 +117,5 @@ def train(
         )  # fmt: skip
         click.get_current_context().exit(code)
     cfg = load_config(config_paths[0], overrides)
-    metrics = run_training(cfg, features, labels, Path(run_dir), seeds)
+    metrics = run_training(cfg, features, labels, Path(run_dir), seeds, resume=resume)
     print_summary(metrics, Path(run_dir))

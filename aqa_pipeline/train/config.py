@@ -16,7 +16,9 @@ Keys (every one optional except head.name; see configs/train/*.yaml):
     schedule.name (none|step|cosine), schedule.step_size, schedule.gamma,
         schedule.per (epoch|iteration), schedule.eta_min_ratio (cosine ends at lr * ratio)
     train.epochs, train.batch_size, train.amp (none|bf16), train.seed (first seed),
-        train.seeds (a count or a list), train.threads (torch threads; null = leave as is)
+        train.seeds (a count or a list), train.threads (torch threads; null = leave as is),
+        train.checkpoint_minutes (how often a run saves its state for `aqa train --resume`;
+        also saved at the end of every run; 0 = after every epoch)
     eval.val_fraction: share of train held out (per seed, seeded) to pick the epoch for the
         `val` protocol; 0 disables it. eval.bootstrap: resamples for the 95% interval.
     eval.calibrate_sigma: for heads with sigma, scale each seed's sigma by the factor that
@@ -61,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "seeds": 1,
         "threads": None,
+        "checkpoint_minutes": 5.0,
     },
     "eval": {"val_fraction": 0.2, "bootstrap": 1000, "calibrate_sigma": False},
     "test": {"batch_size": 64},

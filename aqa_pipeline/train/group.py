@@ -125,6 +125,14 @@ class ModelGroup:
     def load_state_dicts(self, states: list[dict[str, Tensor]]) -> None:
         raise NotImplementedError
 
+    def training_state(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly: weights, optimiser and schedule
+        state, and the RNG states of the heads' random draws."""
+        raise NotImplementedError
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     @property
     def lr(self) -> float:
         raise NotImplementedError
@@ -181,6 +189,23 @@ class StackedGroup(ModelGroup):
             for k, v in {**self.params, **self.buffers}.items():
                 v.copy_(torch.stack([st[k.removeprefix("head.")] for st in states]))
 
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "tensors": {k: v.detach().clone() for k, v in {**self.params, **self.buffers}.items()},
+            "optimizer": self.opt.state_dict(),
+            "scheduler": None if self.sched is None else self.sched.state_dict(),
+            "rng": list(self.rng_states),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for k, v in {**self.params, **self.buffers}.items():
+                v.copy_(state["tensors"][k])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["scheduler"])
+        self.rng_states = list(state["rng"])
+
     @property
     def lr(self) -> float:
         return float(self.opt.param_groups[0]["lr"])
@@ -236,6 +261,23 @@ class SequentialGroup(ModelGroup):
     def load_state_dicts(self, states: list[dict[str, Tensor]]) -> None:
         for h, st in zip(self.heads, states, strict=True):
             h.load_state_dict(st)
+
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "heads": [self.state_dict(s) for s in range(self.seeds_n)],
+            "optimizers": [o.state_dict() for o in self.opts],
+            "schedulers": [None if s is None else s.state_dict() for s in self.scheds],
+            "rng": list(self.rng_states),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dicts(state["heads"])
+        for opt, st in zip(self.opts, state["optimizers"], strict=True):
+            opt.load_state_dict(st)
+        for sched, st in zip(self.scheds, state["schedulers"], strict=True):
+            if sched is not None:
+                sched.load_state_dict(st)
+        self.rng_states = list(state["rng"])
 
     @property
     def lr(self) -> float:

@@ -4,7 +4,8 @@ Each epoch: every seed shuffles its own training rows (its own generator), the g
 one step per batch, then every evaluation set is predicted (scores and sigma in dataset
 units) and kept for all epochs, so any epoch can be selected afterwards. Snapshots of the
 weights are taken at requested epochs per seed, at the best epoch of a tracked set, and at
-the end.
+the end. With a checkpoint path the loop saves its whole state every `checkpoint_seconds`
+and after the last epoch, and continues from that file when it exists.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from aqa_pipeline.errors import MismatchError
 from aqa_pipeline.evaluate.metrics import spearman
+from aqa_pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import CLIP_OUTPUTS, ModelGroup
 
@@ -97,12 +101,16 @@ def run_epochs(
     snapshot_at: dict[str, list[int]] | None = None,
     best_on: str | None = None,
     label: str = "",
+    checkpoint: Path | None = None,
+    checkpoint_seconds: float = 300.0,
 ) -> RunOutput:
     """Train `group` for train.epochs on train_rows (S, n) and predict every eval set
     (name -> rows (S, n_e)) after each epoch.
 
     snapshot_at: protocol -> epoch per seed to keep weights of; best_on: an eval set whose
     best Spearman epoch is kept as "best_on_<set>". The last epoch is kept as "final".
+    checkpoint: a file to save the loop's state to (every checkpoint_seconds and at the end)
+    and to continue from when it exists.
     """
     epochs, bs = int(cfg["train"]["epochs"]), int(cfg["train"]["batch_size"])
     test_bs = int(cfg["test"]["batch_size"])
@@ -122,8 +130,38 @@ def run_epochs(
     best = np.full(s_n, -np.inf)
     best_epoch = [0] * s_n
     n_steps = math.ceil(n / bs)
+    start = 0
+    if checkpoint is not None and checkpoint.is_file():
+        st = load_checkpoint(checkpoint)
+        if (st["epochs"], st["seeds"], st["rows"]) != (epochs, list(seeds), train_rows.shape):
+            raise MismatchError(
+                f"{checkpoint}: saved by a run of other epochs, seeds or training rows",
+                {"epochs": (st["epochs"], epochs), "seeds": (st["seeds"], list(seeds))},
+            )
+        group.load_training_state(st["group"])
+        for g, state in zip(gens + augs, st["generators"], strict=True):
+            g.bit_generator.state = state
+        losses, lrs, secs, preds, rho = (
+            st["losses"],
+            st["lr"],
+            st["seconds"],
+            st["preds"],
+            st["rho"],
+        )
+        snaps, best, best_epoch = st["snapshots"], st["best"], st["best_epoch"]
+        start = st["epoch"] + 1
+        log.info("%s run: continuing after epoch %d (%s)", label, start, checkpoint)
+    last_save = time.monotonic()
     # a progress bar on terminals only (disable=None); the log has a line per epoch
-    for epoch in tqdm(range(epochs), desc=f"{label} run", unit="epoch", disable=None, leave=False):
+    for epoch in tqdm(
+        range(start, epochs),
+        initial=start,
+        total=epochs,
+        desc=f"{label} run",
+        unit="epoch",
+        disable=None,
+        leave=False,
+    ):
         t0 = time.perf_counter()
         lrs[epoch] = group.lr
         order = np.stack([train_rows[s][g.permutation(n)] for s, g in enumerate(gens)])
@@ -160,6 +198,27 @@ def run_epochs(
             curves,
             secs[epoch],
         )
+        if checkpoint is not None and (
+            epoch == epochs - 1 or time.monotonic() - last_save >= checkpoint_seconds
+        ):
+            state = {
+                "epoch": epoch,
+                "epochs": epochs,
+                "seeds": list(seeds),
+                "rows": train_rows.shape,
+                "group": group.training_state(),
+                "generators": [g.bit_generator.state for g in gens + augs],
+                "losses": losses,
+                "lr": lrs,
+                "seconds": secs,
+                "preds": preds,
+                "rho": rho,
+                "snapshots": snaps,
+                "best": best,
+                "best_epoch": best_epoch,
+            }
+            save_checkpoint(checkpoint, state)
+            last_save = time.monotonic()
     snaps["final"] = [group.state_dict(s) for s in range(s_n)]
     snap_epoch = {k: list(v) for k, v in snapshot_at.items()}
     snap_epoch["final"] = [epochs - 1] * s_n

@@ -8,13 +8,19 @@ Per fold (a train/test partition of the labels; see aqa_pipeline.datasets):
    set is predicted after every epoch; snapshots are kept at the final epoch, at the epoch
    chosen in 1 (`val`) and at the best test epoch (`best_on_test`, what papers report).
 Seeds train together (vmapped) where the head allows, else one after the other.
+
+Every run saves checkpoints under run_dir/checkpoints/ (train.checkpoint_minutes), removed
+when training completes; `resume=True` continues a killed run from them, after checking
+that the resolved config is the one the run directory was started with.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from aqa_pipeline.config import diff_fields
 from aqa_pipeline.datasets import Fold, LabelSet, load_labels
-from aqa_pipeline.errors import AqaError
+from aqa_pipeline.errors import AqaError, MismatchError
 from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.evaluate.protocols import select_epoch, summarize
 from aqa_pipeline.features import FeatureSet, check_key, read_features
@@ -121,9 +128,15 @@ class Trainer:
     """Holds what every fold shares: config, data, head factory, and the outputs so far."""
 
     def __init__(
-        self, cfg: dict[str, Any], data: TrainData, head_opts: dict[str, Any], device: torch.device
+        self,
+        cfg: dict[str, Any],
+        data: TrainData,
+        head_opts: dict[str, Any],
+        device: torch.device,
+        checkpoint_dir: Path | None = None,
     ):
         self.cfg, self.data, self.device = cfg, data, device
+        self.checkpoint_dir = checkpoint_dir
         self.seeds: list[int] = cfg["train"]["seeds"]
         self.name = cfg["head"]["name"]
         self.head_opts = head_opts
@@ -163,6 +176,10 @@ class Trainer:
             order_key=(fold_index, 0 if run == "full" else 1),
             eval_seed=eval_seed_of(fold_index),
             label=run,
+            checkpoint=self.checkpoint_dir / f"fold{fold_index}_{run}.pt"
+            if self.checkpoint_dir
+            else None,
+            checkpoint_seconds=60 * float(self.cfg["train"]["checkpoint_minutes"]),
             **kw,
         )
         self._epoch_log(self.data.labels.folds[fold_index].name, run, out, next(iter(eval_sets)))
@@ -326,20 +343,35 @@ def clip_record(
     return rec
 
 
+def check_same_config(path: Path, cfg: dict[str, Any]) -> None:
+    """The run directory's saved config equals `cfg`, else MismatchError naming the keys."""
+    if not path.is_file():
+        raise AqaError(f"{path}: not found; nothing to resume (train without --resume)")
+    saved = rundir.read_yaml(path)
+    diff = diff_fields(saved, json.loads(json.dumps(cfg, default=str)))  # as the file holds it
+    if diff:
+        raise MismatchError(f"{path}: the run was started with another config", diff)
+
+
 def run_training(
     config: dict[str, Any],
     features: str | Path | FeatureSet,
     labels: str | LabelSet | None,
     run_dir: str | Path,
     seeds: int | Sequence[int] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train config's head on `features` with `labels` (spec or LabelSet; None = the
-    config's `labels`), write `run_dir` and return the metrics (metrics.json)."""
+    config's `labels`), write `run_dir` and return the metrics (metrics.json).
+
+    resume: continue from run_dir's checkpoints (a killed run); the resolved config must
+    equal run_dir/config.yaml (else MismatchError, exit 3). Without it, old checkpoints in
+    run_dir are discarded."""
     t0 = time.perf_counter()
     cfg = resolve_config(config, seeds)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "train.log", mode="w")
+    handler = logging.FileHandler(run_dir / "train.log", mode="a" if resume else "w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("aqa_pipeline")
     root.addHandler(handler)
@@ -347,7 +379,7 @@ def run_training(
     if root.getEffectiveLevel() > logging.INFO:
         root.setLevel(logging.INFO)
     try:
-        return _train(cfg, features, labels, run_dir, t0)
+        return _train(cfg, features, labels, run_dir, t0, resume)
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -355,7 +387,7 @@ def run_training(
 
 
 def _train(
-    cfg: dict[str, Any], features: Any, labels: Any, run_dir: Path, t0: float
+    cfg: dict[str, Any], features: Any, labels: Any, run_dir: Path, t0: float, resume: bool
 ) -> dict[str, Any]:
     if cfg["train"]["threads"]:
         torch.set_num_threads(int(cfg["train"]["threads"]))
@@ -375,6 +407,13 @@ def _train(
     data = TrainData.build(fs, labels, scale, clips=cls.input_kind == "clips", cache=cache)
     data = data.to(device)
     check_requirements(build_head(cfg["head"]["name"], data.feature_dim, **head_opts), labels)
+    checkpoints = run_dir / "checkpoints"
+    if resume:
+        check_same_config(run_dir / "config.yaml", cfg)
+        found = sorted(p.name for p in checkpoints.glob("*.pt"))
+        log.info("resuming %s: checkpoints %s", run_dir, found or "none (starting over)")
+    elif checkpoints.exists():
+        shutil.rmtree(checkpoints)
     rundir.write_yaml(run_dir / "config.yaml", cfg)
     rundir.write_json(run_dir / "environment.json", rundir.environment() | {"device": str(device)})
     log.info(
@@ -387,7 +426,7 @@ def _train(
         len(labels.folds),
         cfg["train"]["seeds"],
     )
-    trainer = Trainer(cfg, data, head_opts, device)
+    trainer = Trainer(cfg, data, head_opts, device, checkpoints)
     for i, fold in enumerate(labels.folds):
         trainer.fold(i, fold)
     rundir.write_epochs(run_dir / "epochs.csv", trainer.epoch_rows)
@@ -418,6 +457,7 @@ def _train(
     if trainer.sigma_scale:
         metrics["sigma_scale"] = trainer.sigma_scale
     rundir.write_json(run_dir / "metrics.json", metrics)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     from aqa_pipeline.evaluate.report import write_report
 
     write_report(run_dir, metrics)

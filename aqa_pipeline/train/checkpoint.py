@@ -1,0 +1,33 @@
+"""Training checkpoints: the state of one run (one fold's validation or full run) mid-way,
+so a killed `aqa train` continues where it stopped (`aqa train --resume`).
+
+A checkpoint holds the group's training state (weights, optimiser, schedule, RNG states),
+the batch-order and augmentation generators, and everything recorded per epoch so far. It
+is written atomically (a temporary file, then a rename), so a kill while writing leaves the
+previous checkpoint intact. The files are pickles written by this tool for itself: only
+resume run directories you made.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aqa_pipeline.errors import AqaError
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file
+        raise AqaError(f"{path}: not a readable training checkpoint ({exc})") from exc

@@ -1,0 +1,96 @@
+"""A killed `aqa train` continues from its checkpoints and ends exactly where an
+uninterrupted run ends (`run_training(..., resume=True)`, `aqa train --resume`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from aqa_pipeline.cli import main
+from aqa_pipeline.errors import MismatchError
+from aqa_pipeline.train import loop, run_training
+from tests.train_fixtures import config, make_cache, write_labels
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after(monkeypatch, calls: int) -> None:
+    """Make the epoch loop die at its `calls`-th Spearman (one per seed per epoch)."""
+    real = loop.spearman
+    count = {"n": 0}
+
+    def dying(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] == calls:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "spearman", dying)
+
+
+@pytest.mark.parametrize("seeds", [[5], [5, 6]], ids=["one seed", "stacked seeds"])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, seeds):
+    cache, scores = make_cache(tmp_path / "f.h5")
+    labels = f"csv:{write_labels(tmp_path / 'l.csv', scores)}"
+    cfg = config(
+        "dae",
+        epochs=6,
+        head={"predict": "sample"},
+        schedule={"name": "cosine"},
+        train={"checkpoint_minutes": 0},
+    )
+    whole = run_training(cfg, cache, labels, tmp_path / "whole", seeds=seeds)
+    assert not (tmp_path / "whole/checkpoints").exists()
+
+    run = tmp_path / "killed"
+    s = len(seeds)
+    kill_after(monkeypatch, 6 * s + 3 * s + 1)  # validation run done, full run in epoch 4
+    with pytest.raises(Killed):
+        run_training(cfg, cache, labels, run, seeds=seeds)
+    saved = sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
+    assert saved == ["fold0_full.pt", "fold0_val.pt"]
+    monkeypatch.undo()
+
+    resumed = run_training(cfg, cache, labels, run, seeds=seeds, resume=True)
+    assert "continuing after epoch 3" in (run / "train.log").read_text()
+    assert (run / "predictions.csv").read_text() == (tmp_path / "whole/predictions.csv").read_text()
+    for key in ("spearman_per_seed", "spearman_val", "spearman_best_on_test", "rl2"):
+        assert resumed[key] == whole[key]
+    assert not (run / "checkpoints").exists()
+
+
+def test_resume_refuses_another_config_and_a_fresh_run_drops_old_checkpoints(tmp_path, monkeypatch):
+    cache, scores = make_cache(tmp_path / "f.h5")
+    labels = f"csv:{write_labels(tmp_path / 'l.csv', scores)}"
+    cfg = config("mlp", epochs=4, train={"checkpoint_minutes": 0})
+    run = tmp_path / "run"
+    kill_after(monkeypatch, 4 + 2)
+    with pytest.raises(Killed):
+        run_training(cfg, cache, labels, run, seeds=1)
+    monkeypatch.undo()
+    other = config("mlp", epochs=4, optim={"lr": 1e-3}, train={"checkpoint_minutes": 0})
+    with pytest.raises(MismatchError, match=r"optim\.lr"):
+        run_training(other, cache, labels, run, seeds=1, resume=True)
+    assert (run / "checkpoints/fold0_full.pt").is_file()  # the refusal lost nothing
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    args = ["train", "--config", str(cfg_file), "--features", str(cache), "--labels", labels]
+    res = CliRunner().invoke(main, [*args, "--run-dir", str(tmp_path / "new"), "--resume"])
+    assert res.exit_code == 1 and "nothing to resume" in res.output
+    res = CliRunner().invoke(main, [*args, "--run-dir", str(run), "--seeds", "1", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert "continuing after epoch" in (run / "train.log").read_text()
+    assert json.loads((run / "metrics.json").read_text())["seeds"] == [0]
+
+    kill_after(monkeypatch, 4 + 2)
+    with pytest.raises(Killed):
+        run_training(cfg, cache, labels, run, seeds=1)
+    monkeypatch.undo()
+    run_training(cfg, cache, labels, run, seeds=1)  # no resume: starts over
+    assert "continuing" not in (run / "train.log").read_text()
