@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from aqa_pipeline.cli import main
 from aqa_pipeline.errors import MismatchError
+from aqa_pipeline.launch.sweep import SweepRun, TrainRun
 from aqa_pipeline.train import loop, run_training
 from tests.train_fixtures import config, make_cache, write_labels
 
@@ -94,3 +95,18 @@ def test_resume_refuses_another_config_and_a_fresh_run_drops_old_checkpoints(tmp
     monkeypatch.undo()
     run_training(cfg, cache, labels, run, seeds=1)  # no resume: starts over
     assert "continuing" not in (run / "train.log").read_text()
+
+
+def test_a_requeued_sweep_run_continues_from_its_checkpoints(tmp_path, monkeypatch):
+    cache, scores = make_cache(tmp_path / "f.h5")
+    labels = f"csv:{write_labels(tmp_path / 'l.csv', scores)}"
+    cfg = config("mlp", epochs=4, train={"checkpoint_minutes": 0})
+    run = SweepRun("mlp-seed3", "c.yaml", cfg, 3, None, tmp_path / "sweep/runs/mlp-seed3")
+    whole = run_training(cfg, cache, labels, tmp_path / "whole", seeds=[3])
+    kill_after(monkeypatch, 4 + 2)
+    with pytest.raises(Killed):
+        TrainRun()(run, cache, labels)
+    monkeypatch.undo()
+    again = TrainRun()(run, cache, labels)  # what submitit's requeue calls
+    assert "continuing after epoch 1" in (run.run_dir / "train.log").read_text()
+    assert again["spearman_per_seed"] == whole["spearman_per_seed"]

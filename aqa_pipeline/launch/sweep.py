@@ -10,7 +10,7 @@ A sweep directory:
 
 Every run trains with one seed, and with folds given, on one fold: an index into the folds
 of the labels (e.g. JIGSAWS' 4 cross-validation folds). A requeued run (preemption, time
-limit) starts again, which is cheap next to extraction since heads train on cached features.
+limit) continues from the checkpoints its first attempt left (`aqa train --resume`).
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ class TrainRun(Checkpointable):
         if run.fold is not None:
             labels = one_fold(labels if labels is not None else run.config.get("labels"), run.fold)
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        return run_training(run.config, features, labels, run.run_dir, [run.seed])
+        resume = (run.run_dir / "checkpoints").is_dir()  # a requeued attempt
+        return run_training(run.config, features, labels, run.run_dir, [run.seed], resume)
 
     def checkpoint(self, run: SweepRun, features: Any, labels: Any) -> DelayedSubmission:
-        """On preemption/time-out submitit requeues the same run (it starts over)."""
+        """On preemption/time-out submitit requeues the same run (it resumes)."""
         return DelayedSubmission(TrainRun(), run, features, labels)
 
 
