@@ -19,6 +19,8 @@ Every run writes a run directory under --runs-dir (metrics.json, epochs.csv, pre
 clip outputs, report). --val-fraction 0 skips the validation runs (half the time) and leaves
 the val column empty. --clean uses the <head>_fisv_<target>_clean.yaml configs (InterAQA).
 On a machine shared with other jobs, GOMP_SPINCOUNT=0 keeps the OpenMP threads from spinning.
+Runs save checkpoints every train.checkpoint_minutes: a killed benchmark, rerun with the same
+arguments, continues each unfinished run where it stopped (`run_training(..., resume=True)`).
 """
 
 from __future__ import annotations
@@ -191,7 +193,8 @@ def main() -> None:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 info = {"head": head, "config": name, "amp": amp, "epochs": cfg["train"]["epochs"]}
                 (run_dir / "bench.json").write_text(json.dumps(info))
-                run_training(cfg, features, None, run_dir, list(args.seeds))
+                resume = (run_dir / "checkpoints").is_dir()  # a killed earlier attempt
+                run_training(cfg, features, None, run_dir, list(args.seeds), resume=resume)
                 rows.append(summary_row(run_dir))
                 print_table(rows[-1:])
     print()
