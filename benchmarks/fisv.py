@@ -42,6 +42,7 @@ from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.evaluate.rescore import rescore
 from aqa_pipeline.features.store import FeatureSet, VideoRecord
 from aqa_pipeline.train import run_training
+from aqa_pipeline.train.checkpoint import was_interrupted
 from aqa_pipeline.train.rundir import read_yaml, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +194,7 @@ def main() -> None:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 info = {"head": head, "config": name, "amp": amp, "epochs": cfg["train"]["epochs"]}
                 (run_dir / "bench.json").write_text(json.dumps(info))
-                resume = (run_dir / "checkpoints").is_dir()  # a killed earlier attempt
+                resume = was_interrupted(run_dir)
                 run_training(cfg, features, None, run_dir, list(args.seeds), resume=resume)
                 rows.append(summary_row(run_dir))
                 print_table(rows[-1:])

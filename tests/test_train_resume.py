@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from aqa_pipeline.cli import main
-from aqa_pipeline.errors import MismatchError
+from aqa_pipeline.errors import AqaError, MismatchError
 from aqa_pipeline.launch.sweep import SweepRun, TrainRun
 from aqa_pipeline.train import loop, run_training
 from tests.train_fixtures import config, make_cache, write_labels
@@ -110,3 +110,24 @@ def test_a_requeued_sweep_run_continues_from_its_checkpoints(tmp_path, monkeypat
     again = TrainRun()(run, cache, labels)  # what submitit's requeue calls
     assert "continuing after epoch 1" in (run.run_dir / "train.log").read_text()
     assert again["spearman_per_seed"] == whole["spearman_per_seed"]
+
+
+def test_a_corrupt_checkpoint_is_named_and_nothing_else_is_lost(tmp_path, monkeypatch):
+    cache, scores = make_cache(tmp_path / "f.h5")
+    labels = f"csv:{write_labels(tmp_path / 'l.csv', scores)}"
+    cfg = config("mlp", epochs=4, train={"checkpoint_minutes": 0})
+    run = tmp_path / "run"
+    kill_after(monkeypatch, 4 + 2)
+    with pytest.raises(Killed):
+        run_training(cfg, cache, labels, run, seeds=1)
+    monkeypatch.undo()
+    full, val = run / "checkpoints/fold0_full.pt", run / "checkpoints/fold0_val.pt"
+    full.write_bytes(full.read_bytes()[:100])  # truncated, as by a full disk
+    val_bytes = val.read_bytes()
+    with pytest.raises(AqaError, match=r"fold0_full\.pt: not a readable training checkpoint"):
+        run_training(cfg, cache, labels, run, seeds=1, resume=True)
+    assert val.read_bytes() == val_bytes and full.is_file()
+    full.unlink()  # what the message says to do
+    run_training(cfg, cache, labels, run, seeds=1, resume=True)
+    log = (run / "train.log").read_text()
+    assert "val run: continuing after epoch 4" in log and (run / "metrics.json").is_file()

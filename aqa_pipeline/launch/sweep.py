@@ -53,11 +53,12 @@ class TrainRun(Checkpointable):
 
     def __call__(self, run: SweepRun, features: Any, labels: Any) -> dict[str, Any]:
         from aqa_pipeline.train import run_training
+        from aqa_pipeline.train.checkpoint import was_interrupted
 
         if run.fold is not None:
             labels = one_fold(labels if labels is not None else run.config.get("labels"), run.fold)
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        resume = (run.run_dir / "checkpoints").is_dir()  # a requeued attempt
+        resume = was_interrupted(run.run_dir)  # a requeued attempt
         return run_training(run.config, features, labels, run.run_dir, [run.seed], resume)
 
     def checkpoint(self, run: SweepRun, features: Any, labels: Any) -> DelayedSubmission:

@@ -19,6 +19,16 @@ import torch
 from aqa_pipeline.errors import AqaError
 
 
+def checkpoint_dir(run_dir: Path) -> Path:
+    """Where a run directory keeps its checkpoints while training."""
+    return Path(run_dir) / "checkpoints"
+
+
+def was_interrupted(run_dir: Path) -> bool:
+    """True when run_dir holds checkpoints: an earlier attempt did not complete."""
+    return checkpoint_dir(run_dir).is_dir()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -30,4 +40,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a truncated or foreign file
-        raise AqaError(f"{path}: not a readable training checkpoint ({exc})") from exc
+        raise AqaError(
+            f"{path}: not a readable training checkpoint ({exc}); delete it to train that "
+            "run again from its start (the other checkpoints are kept)"
+        ) from exc

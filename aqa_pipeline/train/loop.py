@@ -136,7 +136,11 @@ def run_epochs(
         if (st["epochs"], st["seeds"], st["rows"]) != (epochs, list(seeds), train_rows.shape):
             raise MismatchError(
                 f"{checkpoint}: saved by a run of other epochs, seeds or training rows",
-                {"epochs": (st["epochs"], epochs), "seeds": (st["seeds"], list(seeds))},
+                {
+                    "epochs": (st["epochs"], epochs),
+                    "seeds": (st["seeds"], list(seeds)),
+                    "training rows": (st["rows"], train_rows.shape),
+                },
             )
         group.load_training_state(st["group"])
         for g, state in zip(gens + augs, st["generators"], strict=True):

@@ -36,6 +36,7 @@ from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.evaluate.protocols import select_epoch, summarize
 from aqa_pipeline.features import FeatureSet, check_key, read_features
 from aqa_pipeline.train import rundir
+from aqa_pipeline.train.checkpoint import checkpoint_dir
 from aqa_pipeline.train.config import resolve_config
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group
@@ -407,7 +408,7 @@ def _train(
     data = TrainData.build(fs, labels, scale, clips=cls.input_kind == "clips", cache=cache)
     data = data.to(device)
     check_requirements(build_head(cfg["head"]["name"], data.feature_dim, **head_opts), labels)
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = checkpoint_dir(run_dir)
     if resume:
         check_same_config(run_dir / "config.yaml", cfg)
         found = sorted(p.name for p in checkpoints.glob("*.pt"))
