@@ -20,7 +20,7 @@ from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.evaluate.protocols import select_epoch, summarize
 from aqa_pipeline.features import read_features
 from aqa_pipeline.train import run_training
-from aqa_pipeline.train.data import TrainData
+from aqa_pipeline.train.data import TrainData, take_rows
 from aqa_pipeline.train.inputs import ClipInputs
 from tests.train_fixtures import config, make_cache, write_labels
 
@@ -297,6 +297,17 @@ def test_seeded_runs_repeat_exactly(tmp_path):
         tmp_path / "b/predictions.csv"
     ).read_text()
     assert a["spearman_per_seed"] == b["spearman_per_seed"]
+
+
+def test_take_rows_equals_advanced_indexing():
+    table = torch.arange(24.0).view(6, 4)
+    rows = torch.tensor([[5, 0, 3], [2, 2, 1]])
+    for r in (rows, rows.t(), rows[:, None, :], torch.tensor([4])):  # incl. non-contiguous
+        assert torch.equal(take_rows(table, r), table[r])
+    scores = torch.arange(6.0) * 10
+    assert torch.equal(take_rows(scores, rows), scores[rows])
+    with pytest.raises(IndexError):
+        take_rows(table, torch.tensor([[6]]))
 
 
 def test_clip_batches_crop_pad_and_mask(tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aqa_pipeline.train.data import TrainData
+from aqa_pipeline.train.data import TrainData, take_rows
 
 
 @dataclass
@@ -60,7 +60,7 @@ class VideoInputs:
         self.x = norm.apply(data.video) if norm else data.video
 
     def make(self, rows: Tensor, train: bool, rngs: list[np.random.Generator]) -> dict[str, Tensor]:
-        return {"x": self.x[rows]}
+        return {"x": take_rows(self.x, rows)}
 
 
 class ClipInputs:
@@ -99,7 +99,7 @@ class ClipInputs:
         real = np.arange(t) < length[..., None]
         start = data.clip_start[rows.cpu()].numpy()[..., None]
         idx = torch.from_numpy(np.where(real, start + pos, self.pad)).to(self.feats.device)
-        x = self.feats[idx]
+        x = take_rows(self.feats, idx)
         mask = torch.from_numpy(real).to(self.feats.device)
         if self.norm is not None:
             x = self.norm.apply(x) * mask[..., None]
@@ -168,6 +168,14 @@ class PairInputs:
         r = rows.cpu().numpy()
         ex = self._train_exemplars(r, rngs) if train else self._eval_exemplars(r, rngs)
         ex = torch.from_numpy(ex).to(self.x.device)
-        q = self.x[rows][:, :, None, :].expand(-1, -1, ex.shape[-1], -1)
-        x = torch.cat([q, self.x[ex], self.target[ex][..., None], self.dd[ex][..., None]], dim=-1)
+        q = take_rows(self.x, rows)[:, :, None, :].expand(-1, -1, ex.shape[-1], -1)
+        x = torch.cat(
+            [
+                q,
+                take_rows(self.x, ex),
+                take_rows(self.target, ex)[..., None],
+                take_rows(self.dd, ex)[..., None],
+            ],
+            dim=-1,
+        )
         return {"x": x}
