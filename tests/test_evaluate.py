@@ -53,6 +53,20 @@ def test_bootstrap_interval_brackets_the_estimate_and_repeats():
     assert (lo, hi) == M.bootstrap_spearman([(pred, true)], n_boot=500, seed=1)
 
 
+def test_paired_bootstrap_difference_of_two_models():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=80)
+    good = np.stack([true + rng.normal(scale=0.5, size=80) for _ in range(3)])
+    poor = true + rng.normal(scale=2.0, size=80)
+    diff, lo, hi = M.bootstrap_spearman_difference(good, poor, true, n_boot=500)
+    expected = np.mean([M.spearman(p, true) for p in good]) - M.spearman(poor, true)
+    assert diff == pytest.approx(expected) and 0 < lo < diff < hi
+    back, blo, bhi = M.bootstrap_spearman_difference(poor, good, true, n_boot=500)
+    assert back == pytest.approx(-diff) and (blo, bhi) == pytest.approx((-hi, -lo))
+    # a model against itself: every resample differs by exactly 0
+    assert M.bootstrap_spearman_difference(poor, poor, true, n_boot=100) == (0.0, 0.0, 0.0)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")

@@ -110,3 +110,29 @@ def bootstrap_spearman(
         stat = np.tanh(z).mean(axis=1)
     lo, hi = np.percentile(stat, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def bootstrap_spearman_difference(
+    pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Spearman of model a minus that of model b on the same test videos, with a paired 95%
+    bootstrap interval: (difference, low, high).
+
+    pred_a (S_a, n) and pred_b (S_b, n) hold each model's seeds (a deterministic model has
+    S = 1); each model's Spearman is the mean over its seeds. Every resample draws the n
+    videos with replacement once, for both models, so the interval reflects the test set's
+    sampling, not a comparison of two independent draws.
+    """
+    pa = np.atleast_2d(np.asarray(pred_a, dtype=np.float64))
+    pb = np.atleast_2d(np.asarray(pred_b, dtype=np.float64))
+    t = np.asarray(true, dtype=np.float64)
+
+    def rho(p: np.ndarray, tr: np.ndarray) -> np.ndarray:  # (S, ..., n) -> (...,) seed mean
+        return np.mean([_pearson_rows(_rank_rows(ps), tr) for ps in p], axis=0)
+
+    point = float(rho(pa, _rank_rows(t)) - rho(pb, _rank_rows(t)))
+    idx = np.random.default_rng(seed).integers(0, len(t), size=(n_boot, len(t)))
+    tr = _rank_rows(t[idx])
+    diff = rho(pa[:, idx], tr) - rho(pb[:, idx], tr)
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return point, float(lo), float(hi)
