@@ -4,11 +4,13 @@ trained together (vmapped) equal seeds trained alone."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from aqa_pipeline.config import load_config
 from aqa_pipeline.datasets import Fold, LabelSet
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.features import FeatureSet, VideoRecord
@@ -176,3 +178,26 @@ def test_stacked_seeds_train_exactly_like_seeds_alone():
         np.testing.assert_allclose(both.train_loss[:, s], alone[s].train_loss[:, 0], rtol=1e-4)
     # and the two seeds really differ
     assert not np.allclose(both.preds["test"]["score"][:, 0], both.preds["test"]["score"][:, 1])
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p
+        for p in (Path(__file__).resolve().parents[1] / "configs" / "train").glob("*.yaml")
+        if not p.stem.startswith(("interaqa_", "gdlt_"))  # test_longform_heads checks those
+    ),
+    ids=lambda p: p.stem,
+)
+def test_shipped_configs_resolve_and_build_their_head(path):
+    """Every averaged-feature config in configs/train/ passes the config checks and builds
+    its head on 1024-d features (multi-path heads with 7 paths)."""
+    cfg = resolve_config(load_config(path))
+    opts = {k: v for k, v in cfg["head"].items() if k != "name"}
+    if "paths" in opts and opts.get("num_paths") is None:
+        opts["num_paths"] = 7
+    head = build_head(cfg["head"]["name"], 1024, **opts)
+    assert head.input_kind in ("video", "pairs")
+    shape = (2, 3, 1024 * 2 + 2) if head.input_kind == "pairs" else (2, 1024)  # 3 exemplars
+    out = head(torch.randn(shape))
+    assert out["score"].shape == (2,) and torch.isfinite(out["score"]).all()
