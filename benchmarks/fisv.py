@@ -5,7 +5,8 @@ plus train.txt / test.txt), trains every (head, target) with `aqa_pipeline.train
 and the settings of configs/train/<head>_fisv_<target>.yaml, and prints one table: test
 Spearman by protocol (final epoch; val-selected epoch; best epoch on test, as the papers
 report), mean and std over seeds, R-l2 x 100 (final epoch) and seconds per epoch per seed
-(train + test, the full run). InterAQA runs once per precision in --amp (bf16 = autocast).
+(train + test, the full run). Each head runs once per precision in --amp (bf16 = autocast;
+by default InterAQA in both, GDLT in float32).
 
     python benchmarks/fisv.py [--data ../shared/data/fisv] [--seeds 0 1 2 3 4]
         [--heads interaqa gdlt] [--targets tes pcs] [--amp none bf16]
@@ -148,8 +149,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--heads", nargs="+", default=["interaqa", "gdlt"])
     ap.add_argument("--targets", nargs="+", default=["tes", "pcs"])
-    ap.add_argument("--amp", nargs="+", default=["none", "bf16"],
-                    help="precisions for InterAQA (GDLT always runs in float32)")  # fmt: skip
+    ap.add_argument("--amp", nargs="+", default=None,
+                    help="precisions to run every head in (default: InterAQA in none and "
+                         "bf16, GDLT in none)")  # fmt: skip
     ap.add_argument("--epochs-interaqa", type=int, default=None, help="default: the config's")
     ap.add_argument("--epochs-gdlt", type=int, default=None, help="default: the config's")
     ap.add_argument("--val-fraction", type=float, default=0.2)
@@ -188,7 +190,8 @@ def main() -> None:
             epochs = args.epochs_interaqa if head == "interaqa" else args.epochs_gdlt
             if epochs:
                 cfg["train"]["epochs"] = epochs
-            for amp in args.amp if head == "interaqa" else ["none"]:
+            default_amp = ["none", "bf16"] if head == "interaqa" else ["none"]
+            for amp in args.amp or default_amp:
                 cfg["train"]["amp"] = amp
                 run_dir = args.runs_dir / f"{name}_{amp}_e{cfg['train']['epochs']}"
                 run_dir.mkdir(parents=True, exist_ok=True)
