@@ -31,6 +31,7 @@ from aqa_pipeline.train.group import build_group
 from aqa_pipeline.train.heads import build_head
 from aqa_pipeline.train.inputs import FeatureNorm, VideoInputs
 from aqa_pipeline.train.loop import run_epochs
+from aqa_pipeline.train.losses import DAE_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 # Weight decay grids: the summed `stable` DAE loss has gradients ~2 x batch size larger than
@@ -101,7 +102,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[50, 100, 150, 200, 300])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
-        "--dae-losses", nargs="+", default=["stable", "likelihood", "v1"], help="DAE losses to try"
+        "--dae-losses", nargs="+", choices=DAE_LOSSES, default=list(DAE_LOSSES), help="to try"
     )
     args = ap.parse_args()
     if args.threads:
