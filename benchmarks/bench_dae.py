@@ -8,7 +8,7 @@ test set) for 1 seed and for N seeds trained together (vmapped), plus a whole
                                    [--repeats 3]
 
 Targets (issue 3): 100 epochs <= 5 s for one seed; 10 seeds <= 3x one seed.
-Wall time depends on what else runs on the machine (the same run varied 4.0-6.3 s on a
+Wall time depends on what else runs on the machine (the same run varied 4.0-7.0 s on a
 quiet 2-core VM here), so each timing is repeated and the minimum and median are printed,
 with the process CPU time and the load average. Also printed: the kernel floor, the time
 of only the GEMMs of one training step and one fused Adam step, times the number of steps:

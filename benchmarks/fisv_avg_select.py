@@ -1,8 +1,8 @@
 """Choose the settings of configs/train/{dae,mlp}_fisv_{tes,pcs}.yaml by 5-fold
 cross-validation on Fis-V's 400 training programs (the test programs are never read).
 
-Each setting (DAE loss x standardize x lr x weight decay) trains once per fold; the five folds run
-together as five stacked "seeds", each with its own training rows. The CV score of a
+Each setting (DAE loss x standardize x lr x weight decay) trains once per fold; the five
+folds run together as five stacked "seeds", each with its own training rows. The CV score of a
 setting at epoch E is the mean over folds of the held-out Spearman after E epochs, so every
 epoch count in --epochs is scored by one run. Features are z-scored (standardize) with the
 mean and std of all 400 training programs' features (no labels are involved).
@@ -58,17 +58,14 @@ def cv_folds(n: int, k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return train, held
 
 
-def head_options(cfg: dict) -> dict:
-    return {k: v for k, v in cfg["head"].items() if k != "name"}
-
-
 def cv_curve(
     head: str, data: TrainData, train_rows: np.ndarray, folds, settings: dict, epochs: int
 ) -> np.ndarray:
     """Mean held-out Spearman over folds after each epoch (epochs,)."""
+    head_opts = {"loss": settings["loss"]} if settings["loss"] else {}
     cfg = resolve_config(
         {
-            "head": {"name": head, **({"loss": settings["loss"]} if settings["loss"] else {})},
+            "head": {"name": head, **head_opts},
             "optim": {"name": "adam", "lr": settings["lr"], "weight_decay": settings["wd"]},
             "train": {"epochs": epochs, "batch_size": 32},
             "eval": {"val_fraction": 0.0, "bootstrap": 0},
@@ -80,7 +77,7 @@ def cv_curve(
     seeds = list(range(len(tr)))
     steps = -(-tr.shape[1] // 32)
     group = build_group(
-        lambda: build_head(head, data.feature_dim, **head_options(cfg)),
+        lambda: build_head(head, data.feature_dim, **head_opts),
         seeds,
         cfg,
         steps,
