@@ -208,7 +208,10 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone(name: str, arch: dict
         "random_init": True,
         "seed": 7,
         "num_classes": 400,
+        "entry": None,
+        "normalisation": get_spec(name).normalisation,
     }
+    assert a.weights_entry is None
     assert not a.training
 
 

@@ -36,14 +36,40 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
 _SHOW_KEYS = 5  # how many keys an error message lists
 
 
+# The classifier weight of each layout, (num_classes, ...); absent when saved without a head.
+CLASSIFIER_KEYS = {
+    "piergiaj": "logits.conv3d.weight",
+    "gsteg157": "logits.conv3d.weight",
+    "hassony2": "conv3d_0c_1x1.conv3d.weight",
+    "pytorchvideo": "blocks.6.proj.weight",
+    "torchvision": "head.weight",
+    "mmaction": "cls_head.fc_cls.weight",
+}
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """A checkpoint file read into memory: where it came from and its flat state_dict."""
+    """A checkpoint file read into memory: where it came from and its flat state_dict.
+
+    path is resolved (symlinks followed); file_name is the name the caller gave, which is the
+    one a `WeightsEntry` knows when the file is a symlink into a download cache.
+    """
 
     path: Path
     sha256: str
     layout: str
     state_dict: dict[str, torch.Tensor]
+    file_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.file_name:
+            object.__setattr__(self, "file_name", self.path.name)
+
+    @property
+    def num_classes(self) -> int:
+        """Rows of the checkpoint's own classifier; 0 when it was saved without one."""
+        weight = self.state_dict.get(CLASSIFIER_KEYS[self.layout])
+        return 0 if weight is None else int(weight.shape[0])
 
     def require_layout(self, allowed: Iterable[str], backbone: str) -> None:
         """Raise AqaError unless this checkpoint's layout is one `backbone` can load."""
@@ -91,7 +117,13 @@ def read_checkpoint(
         )
     obj = _torch_load(path, allow_unsafe_pickle)
     layout, state_dict = detect_layout(obj, path)
-    return Checkpoint(path=path.resolve(), sha256=sha256, layout=layout, state_dict=state_dict)
+    return Checkpoint(
+        path=path.resolve(),
+        sha256=sha256,
+        layout=layout,
+        state_dict=state_dict,
+        file_name=path.name,
+    )
 
 
 def _looks_like_torch_file(path: Path) -> bool:

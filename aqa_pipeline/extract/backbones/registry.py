@@ -18,10 +18,12 @@ import torch
 from torch import nn
 
 from aqa_pipeline.errors import AqaError
+from aqa_pipeline.extract.normalisation import PRESETS
 
 from .checkpoints import hub_checkpoint_file, hub_hash_prefix, read_checkpoint
+from .weights import LAYOUT_NORMALISATION, WeightsEntry, match_weights
 
-NORMALISATIONS = ("imagenet", "minus1_1", "kinetics")
+NORMALISATIONS = tuple(PRESETS)  # the preset names, see aqa_pipeline/extract/normalisation.py
 HUB_SOURCES = ("torchvision", "pytorchvideo")
 
 
@@ -29,8 +31,10 @@ HUB_SOURCES = ("torchvision", "pytorchvideo")
 class BackboneSpec:
     """What a caller needs to know about a backbone before running it.
 
-    normalisation names the preprocessing preset the weights expect: "imagenet" (ImageNet
-    mean/std on [0, 1]), "minus1_1" (RGB scaled to [-1, 1]) or "kinetics" (mean 0.45, std 0.225).
+    normalisation names the preprocessing preset (normalisation.PRESETS) the backbone's usual
+    weights expect: "imagenet" (ImageNet mean/std on [0, 1]), "minus1_1" (RGB scaled to
+    [-1, 1]) or "kinetics" (mean 0.45, std 0.225). A built model records the preset of the
+    weights it actually holds in weights_info["normalisation"] (see weights.py).
     min_frames and min_size (pixels, for H and W) are the smallest clip the network accepts.
     """
 
@@ -59,7 +63,9 @@ class Backbone(nn.Module):
 
     Attributes set by the subclass: feature_dim (D), num_classes (of the classifier that came
     with the weights; 0 when there is none), layout (its native key layout and numerics) and
-    arch (its architecture settings, JSON-friendly). `build` adds spec and weights_info.
+    arch (its architecture settings, JSON-friendly). `build` adds spec, weights_info (a
+    JSON-friendly dict: path, sha256, layout, random_init, seed, num_classes, entry and
+    normalisation) and weights_entry (the matched `WeightsEntry`, or None).
     """
 
     feature_dim: int
@@ -68,6 +74,7 @@ class Backbone(nn.Module):
     arch: dict[str, Any]
     spec: BackboneSpec
     weights_info: dict[str, Any]
+    weights_entry: WeightsEntry | None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) normalised float clips -> (B, feature_dim) pooled features."""
@@ -155,6 +162,10 @@ def build(
         RNG state is left untouched.
     allow_unsafe_pickle: load files that need full unpickling (can run code; trusted files only).
     arch: architecture keyword arguments of the builder (e.g. swin3d's embed_dim, i3d's numerics).
+
+    The file is identified with `weights.match_weights`; weights_info["entry"] names the entry
+    (None when the file is none of the known ones) and weights_info["normalisation"] is the
+    preset the weights expect: the entry's, else the layout's, else (random init) the spec's.
     """
     entry = _entry(name)
     if weights is None and not random_init:
@@ -176,7 +187,15 @@ def build(
         torch.manual_seed(seed)
         model = entry.builder(checkpoint, **arch)
 
+    weights_entry = match_weights(name, checkpoint) if checkpoint else None
+    if weights_entry is not None:
+        normalisation = weights_entry.normalisation
+    elif checkpoint is not None:
+        normalisation = LAYOUT_NORMALISATION[checkpoint.layout]
+    else:
+        normalisation = entry.spec.normalisation
     model.spec = replace(entry.spec, feature_dim=model.feature_dim)
+    model.weights_entry = weights_entry
     model.weights_info = {
         "path": str(checkpoint.path) if checkpoint else None,
         "sha256": checkpoint.sha256 if checkpoint else None,
@@ -184,6 +203,8 @@ def build(
         "random_init": checkpoint is None,
         "seed": None if checkpoint else seed,
         "num_classes": model.num_classes,
+        "entry": weights_entry.name if weights_entry else None,
+        "normalisation": normalisation,
     }
     return model.eval()
 

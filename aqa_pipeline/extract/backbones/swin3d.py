@@ -25,8 +25,9 @@ from torchvision.models.video.swin_transformer import PatchEmbed3d
 
 from aqa_pipeline.errors import AqaError
 
-from .checkpoints import Checkpoint, load_state_dict_checked, rename_keys
+from .checkpoints import Checkpoint, hub_hash_prefix, load_state_dict_checked, rename_keys
 from .registry import Backbone, BackboneSpec, check_clip, register_backbone
+from .weights import KINETICS400_CATEGORIES, WeightsEntry, register_weights
 
 Triple = tuple[int, int, int]
 _KINETICS_CLASSES = 400
@@ -270,3 +271,94 @@ def swin3d(
     inferred = infer_arch(_torchvision_keys(checkpoint)) if checkpoint else {}
     arch = SwinArch(**{**inferred, **{k: v for k, v in given.items() if v is not None}})
     return _build(checkpoint, arch)
+
+
+# --- known weights files ---------------------------------------------------------------------
+# All expect ImageNet mean/std on [0, 1]: torchvision's Swin3D_*_Weights transforms
+# (VideoClassification, mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)) and the
+# Video-Swin configs' img_norm_cfg (mean [123.675, 116.28, 103.53], std [58.395, 57.12, 57.375]
+# on 0-255: the same numbers). Both accept any clip size (torchvision: min_size (1, 1),
+# min_temporal_size 1). The Kinetics-400 heads use the alphabetical class order torchvision
+# gives its ports of these weights.
+
+_SIZES = {"swin3d_t": SWIN_T, "swin3d_s": SWIN_S, "swin3d_b": SWIN_B}
+_TORCHVISION = "pytorch/vision torchvision/models/video/swin_transformer.py"
+_TORCHVISION_LICENCE = (
+    "not stated for the weights (torchvision: BSD; ported from Video-Swin-Transformer, Apache-2.0)"
+)
+_VIDEO_SWIN = "SwinTransformer/Video-Swin-Transformer"
+_VIDEO_SWIN_LICENCE = f"Apache-2.0 ({_VIDEO_SWIN} LICENSE)"
+_VIDEO_SWIN_URL = "https://github.com/SwinTransformer/storage/releases/download/v1.0.4/"
+
+# name, backbone, torchvision weights enum member, file (<model>-<sha256[:8]>.pth), dataset
+_TORCHVISION_WEIGHTS = (
+    ("swin3d_t_torchvision_k400", "swin3d_t", "Swin3D_T_Weights.KINETICS400_V1",
+     "swin3d_t-7615ae03.pth", "Kinetics-400"),
+    ("swin3d_s_torchvision_k400", "swin3d_s", "Swin3D_S_Weights.KINETICS400_V1",
+     "swin3d_s-da41c237.pth", "Kinetics-400"),
+    ("swin3d_b_torchvision_k400_1k", "swin3d_b", "Swin3D_B_Weights.KINETICS400_V1",
+     "swin3d_b_1k-24f7c7c6.pth", "Kinetics-400, ImageNet-1K init"),
+    ("swin3d_b_torchvision_k400_22k", "swin3d_b", "Swin3D_B_Weights.KINETICS400_IMAGENET22K_V1",
+     "swin3d_b_22k-7c6ae6fa.pth", "Kinetics-400, ImageNet-22K init"),
+)  # fmt: skip
+# name, backbone, file, classes, dataset (the README's Kinetics-400 and -600 tables)
+_MMACTION_WEIGHTS = (
+    ("swin3d_t_mmaction_k400_1k", "swin3d_t", "swin_tiny_patch244_window877_kinetics400_1k.pth",
+     400, "Kinetics-400, ImageNet-1K init"),
+    ("swin3d_s_mmaction_k400_1k", "swin3d_s", "swin_small_patch244_window877_kinetics400_1k.pth",
+     400, "Kinetics-400, ImageNet-1K init"),
+    ("swin3d_b_mmaction_k400_1k", "swin3d_b", "swin_base_patch244_window877_kinetics400_1k.pth",
+     400, "Kinetics-400, ImageNet-1K init"),
+    ("swin3d_b_mmaction_k400_22k", "swin3d_b", "swin_base_patch244_window877_kinetics400_22k.pth",
+     400, "Kinetics-400, ImageNet-22K init"),
+    ("swin3d_b_mmaction_k600_22k", "swin3d_b", "swin_base_patch244_window877_kinetics600_22k.pth",
+     600, "Kinetics-600, ImageNet-22K init"),
+)  # fmt: skip
+
+
+def _swin_weights(
+    name: str, backbone: str, file_name: str, layout: str, num_classes: int, **facts: Any
+) -> None:
+    register_weights(
+        WeightsEntry(
+            name=name,
+            backbone=backbone,
+            file_name=file_name,
+            layout=layout,
+            num_classes=num_classes,
+            categories=KINETICS400_CATEGORIES if num_classes == _KINETICS_CLASSES else None,
+            normalisation="imagenet",
+            min_frames=1,
+            min_size=1,
+            arch=asdict(_SIZES[backbone]),
+            **facts,
+        )
+    )
+
+
+for _name, _backbone, _enum, _file, _dataset in _TORCHVISION_WEIGHTS:
+    _swin_weights(
+        _name,
+        _backbone,
+        _file,
+        "torchvision",
+        _KINETICS_CLASSES,
+        dataset=_dataset,
+        source=f"{_TORCHVISION} {_enum}",
+        url=f"https://download.pytorch.org/models/{_file}",
+        licence=_TORCHVISION_LICENCE,
+        sha256_prefix=hub_hash_prefix(_file),
+    )
+
+for _name, _backbone, _file, _classes, _dataset in _MMACTION_WEIGHTS:
+    _swin_weights(
+        _name,
+        _backbone,
+        _file,
+        "mmaction",
+        _classes,
+        dataset=_dataset,
+        source=f"{_VIDEO_SWIN} README; config configs/recognition/swin/{_file[:-4]}.py",
+        url=_VIDEO_SWIN_URL + _file,
+        licence=_VIDEO_SWIN_LICENCE,
+    )
