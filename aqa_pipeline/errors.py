@@ -6,6 +6,7 @@ Exit codes:
     2  command-line usage error (click)
     3  cache / config mismatch: the message names the differing fields
     4  the run finished but some inputs failed (each failure is recorded with its reason)
+  130  interrupted (Ctrl-C): finished work is kept; rerunning the same command resumes
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_MISMATCH = 3
 EXIT_SOME_FAILED = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class AqaError(click.ClickException):
@@ -42,3 +44,9 @@ class SomeFailedError(AqaError):
     """Work finished but some inputs failed; their reasons are recorded (exit 4)."""
 
     exit_code = EXIT_SOME_FAILED
+
+
+class Interrupted(AqaError):
+    """The user interrupted the work (Ctrl-C); what was finished is kept (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED

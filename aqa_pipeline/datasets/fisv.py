@@ -26,7 +26,7 @@ def read_fisv_file(path: Path) -> dict[str, dict[str, float]]:
     if not path.is_file():
         raise AqaError(f"Fis-V labels: {path} not found")
     rows: dict[str, dict[str, float]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue

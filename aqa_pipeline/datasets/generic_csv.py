@@ -44,7 +44,7 @@ def load(path: Path, options: dict[str, str]) -> LabelSet:
     no_more_options(options, "csv", ["test_fraction", "split_seed"])
     if not path.is_file():
         raise AqaError(f"{path}: not a file")
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # a BOM (Excel) is dropped
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         reader.fieldnames = columns

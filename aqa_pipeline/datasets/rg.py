@@ -38,7 +38,7 @@ def read_rg_file(path: Path) -> list[dict[str, str]]:
     """Parse one split file into rows keyed by the header's column names."""
     if not path.is_file():
         raise AqaError(f"RG labels: {path} not found")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not lines:
         raise AqaError(f"{path}: empty label file")
     header = lines[0].split()  # column names hold no spaces; the separators vary

@@ -6,6 +6,7 @@ needs are converted and kept, and each clip is emitted as soon as its last frame
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from PIL import Image
 
 from aqa_pipeline.extract.preprocess import Preprocess
 from aqa_pipeline.extract.sources import VideoSource, list_frame_files
+
+log = logging.getLogger(__name__)
 
 
 class DecodeError(RuntimeError):
@@ -40,10 +43,18 @@ class Probe:
 
 
 def _trim(source: VideoSource, total: int, fps: float) -> Probe:
+    """Apply the manifest's start_frame..end_frame (inclusive) to a source of `total` frames;
+    an end_frame past the last frame is clamped to it, with a warning."""
     start = source.start_frame or 0
     end = total - 1 if source.end_frame is None else min(source.end_frame, total - 1)
     if total == 0:
         raise DecodeError(f"{source.path}: no frames")
+    if source.end_frame is not None and source.end_frame > total - 1:
+        log.warning(
+            "video %s: manifest end_frame %d is past the end of %s, which has %d frames "
+            "(0..%d); using frames up to %d",
+            source.video_id, source.end_frame, source.path, total, total - 1, total - 1,
+        )  # fmt: skip
     if start > end:
         raise DecodeError(
             f"{source.path}: trim start_frame {start} is past the last frame {total - 1}"

@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 from aqa_pipeline.errors import AqaError
 
 VIDEO_EXTENSIONS = {
@@ -110,8 +112,9 @@ def _int_or_none(value: str | None, row: int, column: str, manifest: Path) -> in
 
 def read_manifest(manifest: Path) -> list[VideoSource]:
     """Rows `video_id,path[,start_frame,end_frame]`; relative paths are resolved against the
-    manifest's folder. A path that does not exist is kept: extraction records it as failed."""
-    with manifest.open(newline="") as fh:
+    manifest's folder. A path that does not exist is kept: extraction records it as failed.
+    A UTF-8 byte order mark (Excel's "CSV UTF-8") is accepted."""
+    with manifest.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"video_id", "path"} <= set(reader.fieldnames):
             raise AqaError(f"{manifest}: a manifest needs the columns video_id,path")
@@ -137,9 +140,33 @@ def ids_digest(video_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(video_ids)).encode()).hexdigest()
 
 
+class ShardError(click.BadParameter):
+    """A bad `--shard` value: a usage error (exit 2) whose message names the option."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def _shard_error(text: str) -> ShardError:
+    return ShardError(f"--shard: expected K/N with 0 <= K < N (e.g. 0/4), got {text!r}")
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (k, n) with 0 <= k < n (None stays None: no sharding). The one check of a
+    shard, used by `aqa extract --shard` and by `select_shard`."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise _shard_error(str(text)) from None
+    if not (n >= 1 and 0 <= k < n):
+        raise _shard_error(str(text))
+    return k, n
+
+
 def select_shard(sources: list[VideoSource], k: int, n: int) -> list[VideoSource]:
     """The k-th of n disjoint parts (0 <= k < n): every n-th source in id order."""
-    if not (n >= 1 and 0 <= k < n):
-        raise AqaError(f"--shard K/N needs 0 <= K < N, got {k}/{n}")
+    k, n = parse_shard(f"{k}/{n}")
     ordered = sorted(sources, key=lambda s: s.video_id)
     return ordered[k::n]

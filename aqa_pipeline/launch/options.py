@@ -7,6 +7,9 @@
     @launcher_options
     def extract(..., launch: LaunchOptions):
         sys.exit(launch_extraction(job, launch))
+
+`@launcher_options(work="sweep")` words the help for `aqa train` sweeps and leaves out the
+options that only mean something to an extraction (--shards, --gpus).
 """
 
 from __future__ import annotations
@@ -91,29 +94,72 @@ def mem_gb(text: str) -> float:
     return number * _MEM_UNITS[unit]
 
 
-def launcher_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the launcher options to a click command; it receives them as `launch`."""
+# How the help of the launcher options speaks of the work, per command.
+WORKS = ("extraction", "sweep")
+
+
+def launcher_options(
+    command: Callable[..., Any] | None = None, *, work: str = "extraction"
+) -> Callable[..., Any]:
+    """Add the launcher options to a click command; it receives them as `launch`.
+
+    `work` words the help for the command: "extraction" (`aqa extract`: shards, decode
+    workers, per-GPU processes) or "sweep" (`aqa train`: one task per sweep run; there is no
+    --shards or --gpus, and `launch` keeps their defaults). Use it bare (`@launcher_options`,
+    extraction) or called (`@launcher_options(work="sweep")`).
+    """
+    if work not in WORKS:
+        raise ValueError(f"launcher_options: work must be one of {WORKS}, got {work!r}")
+    if command is None:
+        return functools.partial(_add_launcher_options, work=work)
+    return _add_launcher_options(command, work)
+
+
+def _add_launcher_options(command: Callable[..., Any], work: str) -> Callable[..., Any]:
+    extraction = work == "extraction"
+    offered = {f.name for f in fields(LaunchOptions)}
+    if not extraction:
+        offered -= {"shards", "gpus"}  # a sweep runs one task per run, here in turn
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {f.name: kwargs.pop(f.name) for f in fields(LaunchOptions)}
+        values = {name: kwargs.pop(name) for name in offered}
         values["slurm_set"] = parse_key_values(values["slurm_set"])
         return command(*args, launch=LaunchOptions(**values), **kwargs)
 
+    if extraction:
+        launcher_help = "local: here (one process per GPU with --gpus); slurm: one job array."
+        task = "array task (one shard)"
+        cpus_help = "Slurm: CPUs per array task (decode workers + 1)."
+        wait_help = "Slurm: follow the tasks until they end, report and merge the shards."
+        log_help = ("Where task logs go (Slurm: on a filesystem the nodes share). "
+                    "Default: beside the output.")  # fmt: skip
+    else:
+        launcher_help = "local: the sweep runs here, one after the other; slurm: one job array."
+        task = "array task (one sweep run)"
+        cpus_help = "Slurm: CPUs per array task (one sweep run)."
+        wait_help = "Slurm: follow the sweep runs until they end, then print their table."
+        log_help = ("Where task logs go (Slurm: on a filesystem the nodes share). "
+                    "Default: <--run-dir>/logs.")  # fmt: skip
+
     options = [
         click.option("--launcher", type=click.Choice(LAUNCHERS), default="local", show_default=True,
-                     help="local: here (one process per GPU with --gpus); slurm: one job array."),
-        click.option("--shards", type=click.IntRange(min=1), default=None,
-                     help="Split the work into N shards, merged at the end "
-                          "(default 1, or one per GPU with --gpus)."),
-        click.option("--gpus", default=None, metavar="all|IDS",
-                     help="Local: one process per GPU ('all' visible ones, or ids like 0,1), "
-                          "each with its own CUDA_VISIBLE_DEVICES."),
+                     help=launcher_help),
+    ]  # fmt: skip
+    if extraction:
+        options += [
+            click.option("--shards", type=click.IntRange(min=1), default=None,
+                         help="Split the work into N shards, merged at the end "
+                              "(default 1, or one per GPU with --gpus)."),
+            click.option("--gpus", default=None, metavar="all|IDS",
+                         help="Local: one process per GPU ('all' visible ones, or ids like 0,1), "
+                              "each with its own CUDA_VISIBLE_DEVICES."),
+        ]  # fmt: skip
+    options += [
         click.option("--partition", default=None, help="Slurm partition."),
         click.option("--gpus-per-task", type=click.IntRange(min=0), default=None,
-                     help="Slurm: GPUs per array task."),
-        click.option("--cpus-per-task", type=click.IntRange(min=1), default=None,
-                     help="Slurm: CPUs per array task (extraction: decode workers + 1)."),
+                     help=f"Slurm: GPUs per {task}."),
+        click.option("--cpus-per-task", type=click.IntRange(min=1), default=None, help=cpus_help),
         click.option("--mem", default=None, metavar="SIZE",
                      help="Slurm: memory per task, e.g. 16G."),
         click.option("--time-min", type=click.IntRange(min=1), default=None,
@@ -124,11 +170,9 @@ def launcher_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--slurm-set", multiple=True, metavar="KEY=VALUE",
                      help="Slurm: any other sbatch option, e.g. --slurm-set qos=high "
                           "--slurm-set account=lab (repeatable)."),
-        click.option("--wait/--no-wait", default=False, show_default=True,
-                     help="Slurm: follow the tasks until they end, report and merge."),
+        click.option("--wait/--no-wait", default=False, show_default=True, help=wait_help),
         click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Where task logs go (Slurm: on a filesystem the nodes share). "
-                          "Default: beside the output."),
+                     help=log_help),
     ]  # fmt: skip
     for option in reversed(options):
         wrapper = option(wrapper)
