@@ -15,13 +15,14 @@ import click
 
 from aqa_pipeline.config import load_config
 from aqa_pipeline.evaluate import evaluate_run
-from aqa_pipeline.extract.cli import print_summary, resolve_config_path
+from aqa_pipeline.extract.cli import print_summary
+from aqa_pipeline.extract.recipe import load_recipe
 from aqa_pipeline.extract.runner import ExtractJob, run_extraction
 from aqa_pipeline.features.cli import cache_info
 from aqa_pipeline.synthetic import make_demo_videos
 from aqa_pipeline.train import run_training
 
-TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "dae_demo.yaml"
+TRAIN_CONFIG = "dae_demo"
 
 
 def run_demo(out: Path, n_videos: int = 64, seed: int = 0, workers: int = 1) -> dict:
@@ -32,10 +33,10 @@ def run_demo(out: Path, n_videos: int = 64, seed: int = 0, workers: int = 1) -> 
     if not labels.exists():
         click.echo(f"writing {n_videos} synthetic videos to {videos}")
         labels = make_demo_videos(videos, n_videos=n_videos, seed=seed)
-    config = load_config(resolve_config_path("demo"))
+    recipe = load_recipe("demo")
     cache = out / "features.h5"
-    job = ExtractJob(config=config, input=str(videos), output=cache, random_init=True,
-                     batch_size=int(config["extract"]["batch_size"]), workers=workers)  # fmt: skip
+    job = ExtractJob(recipe=recipe, input=str(videos), output=cache, random_init=True,
+                     batch_size=recipe.extract.batch_size, workers=workers)  # fmt: skip
     summary = run_extraction(job)
     print_summary(summary)
     info = cache_info(cache)
@@ -46,7 +47,7 @@ def run_demo(out: Path, n_videos: int = 64, seed: int = 0, workers: int = 1) -> 
     )
     run_dir = out / "run"
     click.echo(f"training DAE on the cached features -> {run_dir}")
-    run_training(load_config(TRAIN_CONFIG), cache, f"csv:{labels}", run_dir, None)
+    run_training(load_config(TRAIN_CONFIG, kind="train"), cache, f"csv:{labels}", run_dir, None)
     metrics = evaluate_run(run_dir)
     return {
         "cache": str(cache),

@@ -25,17 +25,17 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from aqa_pipeline.config import load_config, set_dotted
-from aqa_pipeline.extract.cli import resolve_config_path
+from aqa_pipeline.extract.recipe import Recipe
 from aqa_pipeline.extract.runner import ExtractJob, run_extraction
 recipe, video, out, arch, pre = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-config = load_config(resolve_config_path(recipe))
+config = load_config(recipe, kind="extract")
 if pre != "-":
     config["preprocess"] = json.loads(pre)
 if arch != "-":
     set_dotted(config, "backbone.name", "swin3d")
     set_dotted(config, "backbone.arch", json.loads(arch))
 t0 = time.perf_counter()
-s = run_extraction(ExtractJob(config=config, input=video, output=Path(out), random_init=True,
+s = run_extraction(ExtractJob(recipe=Recipe.model_validate(config), input=video, output=Path(out), random_init=True,
                               batch_size=4, workers=0), progress=False)
 print(json.dumps({"clips": s.n_clips, "failed": s.n_failed, "seconds": time.perf_counter() - t0,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

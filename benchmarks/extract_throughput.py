@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from aqa_pipeline.config import load_config
 from aqa_pipeline.extract.backbones import build
-from aqa_pipeline.extract.cli import resolve_config_path
+from aqa_pipeline.extract.recipe import load_recipe
 from aqa_pipeline.extract.runner import ExtractJob, run_extraction
 from aqa_pipeline.synthetic import moving_square, write_video
 
@@ -61,11 +60,11 @@ def main() -> None:
             for c in range(args.copies):
                 for v in videos:
                     w.writerow([f"{v.stem}_{c}", str(v)])
-        config = load_config(resolve_config_path(args.recipe))
+        recipe = load_recipe(args.recipe)
         n_batches = 3
         before = backbone_only(args.batch_size, n_batches)  # measured on both sides of the
         # extraction so a machine whose load changes does not favour either number
-        job = ExtractJob(config=config, input=str(manifest), output=tmp / "c.h5", random_init=True,
+        job = ExtractJob(recipe=recipe, input=str(manifest), output=tmp / "c.h5", random_init=True,
                          batch_size=args.batch_size, workers=args.workers)  # fmt: skip
         t0 = time.perf_counter()
         summary = run_extraction(job, progress=False)

@@ -2,7 +2,7 @@
 
 Reads a Fis-V feature folder (GDLT's release: swintx_avg_fps25_clip32/<id>.npy, (T, 1024),
 plus train.txt / test.txt), trains every (head, target) with `aqa_pipeline.train.run_training`
-and the settings of configs/train/<head>_fisv_<target>.yaml, and prints one table: test
+and the shipped train config <head>_fisv_<target>.yaml, and prints one table: test
 Spearman by protocol (final epoch; val-selected epoch; best epoch on test, as the papers
 report), mean and std over seeds, R-l2 x 100 (final epoch) and seconds per epoch per seed
 (train + test, the full run). Each head runs once per precision in --amp (bf16 = autocast;
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aqa_pipeline.config import apply_overrides, load_config
+from aqa_pipeline.config import apply_overrides, configs_dir, load_config
 from aqa_pipeline.evaluate.metrics import spearman
 from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.evaluate.rescore import rescore
@@ -179,7 +179,7 @@ def main() -> None:
     for target in args.targets:
         for head in args.heads:
             name = f"{head}_fisv_{target}" + ("_clean" if args.clean else "")
-            path = ROOT / "configs" / "train" / f"{name}.yaml"
+            path = configs_dir("train") / f"{name}.yaml"
             if not path.is_file():
                 print(f"skipping {name}: no {path}")
                 continue

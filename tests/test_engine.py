@@ -9,7 +9,8 @@ from torch import nn
 
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.extract.engine import ClipEngine, resolve_amp, resolve_device
-from aqa_pipeline.extract.preprocess import NORMALIZATION, Preprocess, normalize_clips
+from aqa_pipeline.extract.normalisation import PRESETS
+from aqa_pipeline.extract.preprocess import Preprocess, normalize_clips
 
 
 class MeanBackbone(nn.Module):
@@ -38,7 +39,7 @@ def test_normalisation_presets():
     x = torch.full((1, 2, 2, 2, 3), 255, dtype=torch.uint8)
     out = normalize_clips(x, "minus1_1")
     assert out.shape == (1, 3, 2, 2, 2) and torch.allclose(out, torch.ones_like(out))
-    mean, std = NORMALIZATION["imagenet"]
+    mean, std = PRESETS["imagenet"]
     out = normalize_clips(torch.zeros_like(x), "imagenet")
     assert out[0, 0, 0, 0, 0].item() == pytest.approx(-mean[0] / std[0], rel=1e-5)
 
@@ -91,7 +92,7 @@ def test_preprocess_geometry():
     )
     gdlt = Preprocess.from_config({"short_side": 256, "crop": [224, 300], "squash": [224, 224]})
     assert gdlt(img).shape == (224, 224, 3)
-    with pytest.raises(AqaError, match="unknown keys"):
+    with pytest.raises(AqaError, match="unknown key preprocess.rezise"):
         Preprocess.from_config({"rezise": [1, 2]})
     with pytest.raises(ValueError, match="smaller than"):
         Preprocess.from_config({"crop": [500, 500]})(img)

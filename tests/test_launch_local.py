@@ -16,6 +16,7 @@ import submitit
 from click.testing import CliRunner
 
 from aqa_pipeline.errors import EXIT_SOME_FAILED, EXIT_USER_ERROR, AqaError
+from aqa_pipeline.extract.recipe import Recipe
 from aqa_pipeline.extract.runner import ExtractJob, run_extraction, shard_path
 from aqa_pipeline.features.merge import merge_caches
 from aqa_pipeline.features.store import FeatureSet, read_features
@@ -43,14 +44,14 @@ N_GOOD = 5
 # ---------------------------------------------------------------------------- fixtures
 
 
-def tiny_config() -> dict:
+def tiny_recipe() -> Recipe:
     """16-frame clips of 64x64 frames through the tests' tiny random Video Swin: fast on a CPU."""
-    return {
+    return Recipe.model_validate({
         "name": "tiny",
         "backbone": {"name": "swin3d", "arch": dict(TINY_SWIN)},
         "sampling": {"method": "consecutive", "clip_len": 16, "stride": 16},
         "preprocess": {"resize": [64, 64], "normalize": "imagenet"},
-    }
+    })
 
 
 def make_input(folder: Path, n_good: int = N_GOOD, n_frames: int = 32) -> Path:
@@ -67,7 +68,7 @@ def videos(tmp_path_factory) -> Path:
 
 
 def make_job(videos: Path, output: Path) -> ExtractJob:
-    return ExtractJob(config=tiny_config(), input=str(videos), output=output,
+    return ExtractJob(recipe=tiny_recipe(), input=str(videos), output=output,
                       random_init=True, batch_size=4, workers=0)  # fmt: skip
 
 
@@ -162,7 +163,7 @@ def test_visible_gpus_and_shard_assignment(monkeypatch):
 
 
 def test_split_job_names_each_shard_file(tmp_path):
-    job = ExtractJob(config={}, input="in", output=tmp_path / "cache.h5")
+    job = ExtractJob(recipe=None, input="in", output=tmp_path / "cache.h5")
     shards = split_job(job, 3)
     assert [s.shard for s in shards] == [(0, 3), (1, 3), (2, 3)]
     assert [s.output.name for s in shards] == [f"cache.shard-{k}-of-3.h5" for k in range(3)]

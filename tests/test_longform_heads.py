@@ -12,12 +12,13 @@ import torch
 import yaml
 from torch import nn
 
+from aqa_pipeline.config import configs_dir
 from aqa_pipeline.train.heads import build_head
 from aqa_pipeline.train.heads.gdlt import MaskedBatchNorm1d
 from aqa_pipeline.train.losses_longform import attention_gram_kl, hardest_triplet_loss
 from tests.conftest import needs_shared
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
+CONFIGS = configs_dir("train")
 SMALL_INTERAQA = {"num_heads": 2, "ffn_dim": 32}
 SMALL_GDLT = {"hidden_dim": 16, "ffn_dim": 24}
 
@@ -297,7 +298,7 @@ def test_dae_loss_option_selects_the_likelihood_form(name):
     x, mask = padded_batch([6, 4], 32, fill=0.0)
     for kind, fn in (("weighted", weighted_likelihood_loss), ("likelihood", dae_likelihood_loss)):
         torch.manual_seed(0)
-        head = build_head(name, 32, score_dist="dae", dae_loss=kind, **opts).eval()
+        head = build_head(name, 32, score_dist={"kind": "dae", "loss": kind}, **opts).eval()
         out = head(x, mask)
         expect = fn(out["score"], out["logvar"], target, 0.6, 0.4).item()
         got = head.loss(out, {"target": target, "mask": mask}).item()
@@ -316,8 +317,8 @@ def test_unknown_options_are_clear_errors():
         build_head("interaqa", 32, query="random")
     with pytest.raises(AqaError, match="score_dist"):
         build_head("gdlt", 32, score_dist="gauss")
-    with pytest.raises(AqaError, match="dae_loss"):
-        build_head("interaqa", 32, score_dist="dae", dae_loss="nll")
+    with pytest.raises(AqaError, match="score_dist.loss"):
+        build_head("interaqa", 32, score_dist={"kind": "dae", "loss": "nll"})
     head = build_head("interaqa", 32, query="learned", max_queries=4, **SMALL_INTERAQA)
     with pytest.raises(AqaError, match="max_queries"):
         head(torch.zeros(1, 6, 32))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aqa_pipeline.config import load_config
-from aqa_pipeline.extract.cli import resolve_config_path
+from aqa_pipeline.extract.recipe import load_recipe
 from aqa_pipeline.extract.sampling import TooShortError, plan_clips, resampled_indices
 
 
 def recipe(name: str) -> dict:
-    return load_config(resolve_config_path(name))["sampling"]
+    """The shipped recipe's sampling section as written (a dict, for variations)."""
+    return load_recipe(name).sampling.model_dump(exclude_unset=True)
 
 
 def test_musdl_recipe_103_frames():

@@ -72,7 +72,7 @@ def test_cli_train_writes_a_complete_run_dir(tmp_path):
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["train"]["seeds"] == [0, 1] and resolved["train"]["epochs"] == 3
     env = json.loads((run / "environment.json").read_text())
-    assert {"torch", "numpy", "git_commit", "python"} <= set(env)
+    assert "git_commit" in env and {"torch", "numpy", "python"} <= set(env["versions"])
     rows = read_rows(run / "predictions.csv")
     assert list(rows[0]) == [
         "video_id",
@@ -284,7 +284,7 @@ def test_missing_label_fields_and_provenance_mismatch(tmp_path):
             "optim.learning_rate=1",
         ],
     )
-    assert res.exit_code == 1 and "unknown key(s) optim.['learning_rate']" in res.output
+    assert res.exit_code == 1 and "unknown key optim.learning_rate" in res.output
 
 
 def test_seeded_runs_repeat_exactly(tmp_path):

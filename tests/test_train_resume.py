@@ -13,6 +13,7 @@ from aqa_pipeline.cli import main
 from aqa_pipeline.errors import AqaError, MismatchError
 from aqa_pipeline.launch.sweep import SweepRun, TrainRun
 from aqa_pipeline.train import loop, run_training
+from aqa_pipeline.train.checkpoint import checkpoint_dir, partial_dir
 from tests.train_fixtures import config, make_cache, write_labels
 
 
@@ -46,14 +47,16 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, s
         train={"checkpoint_minutes": 0},
     )
     whole = run_training(cfg, cache, labels, tmp_path / "whole", seeds=seeds)
-    assert not (tmp_path / "whole/checkpoints").exists()
+    assert not checkpoint_dir(tmp_path / "whole").exists()
+    assert not partial_dir(tmp_path / "whole").exists()
 
     run = tmp_path / "killed"
     s = len(seeds)
     kill_after(monkeypatch, 6 * s + 3 * s + 1)  # validation run done, full run in epoch 4
     with pytest.raises(Killed):
         run_training(cfg, cache, labels, run, seeds=seeds)
-    saved = sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
+    saved = sorted(p.name for p in checkpoint_dir(run).glob("*.pt"))
+    assert not run.exists()  # a killed run leaves only its partial dir
     assert saved == ["fold0_full.pt", "fold0_val.pt"]
     monkeypatch.undo()
 
@@ -62,7 +65,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, s
     assert (run / "predictions.csv").read_text() == (tmp_path / "whole/predictions.csv").read_text()
     for key in ("spearman_per_seed", "spearman_val", "spearman_best_on_test", "rl2"):
         assert resumed[key] == whole[key]
-    assert not (run / "checkpoints").exists()
+    assert not checkpoint_dir(run).exists()
 
 
 def test_resume_refuses_another_config_and_a_fresh_run_drops_old_checkpoints(tmp_path, monkeypatch):
@@ -77,7 +80,7 @@ def test_resume_refuses_another_config_and_a_fresh_run_drops_old_checkpoints(tmp
     other = config("mlp", epochs=4, optim={"lr": 1e-3}, train={"checkpoint_minutes": 0})
     with pytest.raises(MismatchError, match=r"optim\.lr"):
         run_training(other, cache, labels, run, seeds=1, resume=True)
-    assert (run / "checkpoints/fold0_full.pt").is_file()  # the refusal lost nothing
+    assert (checkpoint_dir(run) / "fold0_full.pt").is_file()  # the refusal lost nothing
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
@@ -89,11 +92,15 @@ def test_resume_refuses_another_config_and_a_fresh_run_drops_old_checkpoints(tmp
     assert "continuing after epoch" in (run / "train.log").read_text()
     assert json.loads((run / "metrics.json").read_text())["seeds"] == [0]
 
+    finished = (run / "predictions.csv").read_text()
+    with pytest.raises(AqaError, match="already holds a run"):  # refused, nothing touched
+        run_training(cfg, cache, labels, run, seeds=1)
     kill_after(monkeypatch, 4 + 2)
     with pytest.raises(Killed):
-        run_training(cfg, cache, labels, run, seeds=1)
+        run_training(cfg, cache, labels, run, seeds=1, overwrite=True)
     monkeypatch.undo()
-    run_training(cfg, cache, labels, run, seeds=1)  # no resume: starts over
+    assert (run / "predictions.csv").read_text() == finished  # a killed overwrite loses nothing
+    run_training(cfg, cache, labels, run, seeds=1, overwrite=True)  # no resume: starts over
     assert "continuing" not in (run / "train.log").read_text()
 
 
@@ -121,7 +128,7 @@ def test_a_corrupt_checkpoint_is_named_and_nothing_else_is_lost(tmp_path, monkey
     with pytest.raises(Killed):
         run_training(cfg, cache, labels, run, seeds=1)
     monkeypatch.undo()
-    full, val = run / "checkpoints/fold0_full.pt", run / "checkpoints/fold0_val.pt"
+    full, val = checkpoint_dir(run) / "fold0_full.pt", checkpoint_dir(run) / "fold0_val.pt"
     full.write_bytes(full.read_bytes()[:100])  # truncated, as by a full disk
     val_bytes = val.read_bytes()
     with pytest.raises(AqaError, match=r"fold0_full\.pt: not a readable training checkpoint"):

@@ -76,8 +76,9 @@ class ClipAttentionTest(Head):
 
     input_kind = "clips"
 
-    def __init__(self, in_dim: int):
+    def __init__(self, in_dim: int, options=None, **kw):
         super().__init__()
+        self.opts = self.options(options, **kw)
         self.score = nn.Linear(in_dim, 1)
         self.weight = nn.Linear(in_dim, 1)
 

@@ -21,6 +21,7 @@ from aqa_pipeline.datasets import LabelSet, load_labels
 from aqa_pipeline.errors import AqaError, MismatchError
 from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.features import FeatureSet, check_key
+from aqa_pipeline.train.config import resolve_config
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group
 from aqa_pipeline.train.heads import build_head, head_class
@@ -39,12 +40,12 @@ def rescore(
 
     info has "score_ranges", "label_scale", "labels" and "features"."""
     sidecar, states, norms = load_heads(run_dir)
-    cfg = read_yaml(run_dir / "config.yaml")
+    cfg = resolve_config(read_yaml(run_dir / "config.yaml"), where=str(run_dir / "config.yaml"))
     labels = load_labels(labels if labels is not None else sidecar["labels"])
     name, kind = sidecar["head"], sidecar["input_kind"]
     head_class(name)
     fs, cache = load_feature_set(features, clips=kind == "clips")
-    check_key(fs.key_fields, cfg["features"]["require"], what=cache, subset=True)
+    check_key(fs.key_fields, cfg.features.require, what=cache, subset=True)
     if fs.feature_dim != sidecar["in_dim"]:
         raise MismatchError(
             f"{cache}: the heads of {run_dir} read {sidecar['in_dim']}-d features",
@@ -84,7 +85,7 @@ def rescore(
                 data,
                 inputs,
                 rows,
-                int(cfg["test"]["batch_size"]),
+                cfg.test.batch_size,
                 int(sidecar["eval_seeds"][fold.name]),
                 clips=kind == "clips",
             )

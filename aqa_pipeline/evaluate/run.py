@@ -40,7 +40,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     sidecar = rundir.read_json(run_dir / "heads.json")
     cfg = rundir.read_yaml(run_dir / "config.yaml")
-    n_boot = int(cfg["eval"]["bootstrap"]) if n_boot is None else n_boot
+    n_boot = int(cfg.get("eval", {}).get("bootstrap", 1000)) if n_boot is None else n_boot
     fs = None
     if features is None:
         if labels is not None:

@@ -7,32 +7,11 @@ from pathlib import Path
 
 import click
 
-from aqa_pipeline.config import load_config, set_dotted
-from aqa_pipeline.errors import AqaError, SomeFailedError
+from aqa_pipeline.errors import SomeFailedError
+from aqa_pipeline.extract.recipe import load_recipe
 from aqa_pipeline.extract.runner import ExtractJob, ExtractSummary, run_extraction
+from aqa_pipeline.extract.sources import parse_shard
 from aqa_pipeline.launch import LaunchOptions, launch_extraction, launcher_options
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "extract"
-
-
-def resolve_config_path(name: str) -> Path:
-    """A path, or the name of a recipe shipped in configs/extract (`i3d_musdl`)."""
-    path = Path(name)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
-        return path
-    return CONFIG_DIR / f"{name}.yaml"
-
-
-def parse_shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        k, n = (int(x) for x in value.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"expected K/N (e.g. 0/4), got {value!r}") from None
-    if not (n >= 1 and 0 <= k < n):
-        raise click.BadParameter(f"needs 0 <= K < N, got {value}")
-    return k, n
 
 
 def print_summary(summary: ExtractSummary) -> None:
@@ -84,13 +63,13 @@ def print_summary(summary: ExtractSummary) -> None:
 @click.option(
     "--batch-size",
     default=None,
-    type=int,
+    type=click.IntRange(min=1),
     help="Clips per backbone batch (default: the recipe's, else 8).",
 )
 @click.option(
     "--workers",
     default=None,
-    type=int,
+    type=click.IntRange(min=0),
     help="Decode worker processes (default: the recipe's, else 2).",
 )
 @click.option("--shard", default=None, help="Process only part K of N (0-based K), e.g. 0/4.")
@@ -125,7 +104,7 @@ def print_summary(summary: ExtractSummary) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal)."
 )
-@launcher_options
+@launcher_options(work="extraction")
 def extract(config_path, input_path, output, backbone, weights, random_init, device, batch_size,
             workers, shard, dtype, amp, compile_, allow_unsafe_pickle, overrides, as_json, progress, launch: LaunchOptions):  # fmt: skip
     """Run a frozen backbone over clip-sampled frames and cache the features in HDF5.
@@ -135,21 +114,16 @@ def extract(config_path, input_path, output, backbone, weights, random_init, dev
     """
     if weights and random_init:
         raise click.UsageError("give --weights or --random-init, not both")
-    config = load_config(resolve_config_path(config_path), overrides)
-    if backbone:
-        set_dotted(config, "backbone.name", backbone)
-    if not isinstance(config.get("backbone"), dict) or "name" not in config["backbone"]:
-        raise AqaError(f"{config_path}: the config names no backbone (backbone.name)")
-    runtime = config.get("extract") or {}
+    recipe = load_recipe(config_path, overrides, backbone=backbone)
     job = ExtractJob(
-        config=config,
+        recipe=recipe,
         input=str(input_path),
         output=output,
         weights=weights,
         random_init=random_init,
         device=device,
-        batch_size=batch_size or int(runtime.get("batch_size", 8)),
-        workers=workers if workers is not None else int(runtime.get("workers", 2)),
+        batch_size=batch_size or recipe.extract.batch_size,
+        workers=workers if workers is not None else recipe.extract.workers,
         shard=parse_shard(shard),
         dtype=dtype,
         amp=amp,

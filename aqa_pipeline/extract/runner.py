@@ -21,13 +21,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from aqa_pipeline.config import config_hash
-from aqa_pipeline.errors import AqaError
+from aqa_pipeline.errors import AqaError, Interrupted
 from aqa_pipeline.extract.decode import FrameCountError, Probe, iter_clips, probe
 from aqa_pipeline.extract.engine import ClipEngine, resolve_amp, resolve_device
 from aqa_pipeline.extract.parts import PartStore
-from aqa_pipeline.extract.preprocess import Preprocess
+from aqa_pipeline.extract.recipe import Recipe
 from aqa_pipeline.extract.sampling import plan_clips
 from aqa_pipeline.extract.sources import VideoSource, discover_sources, ids_digest, select_shard
+from aqa_pipeline.features.keys import cache_key_fields
 from aqa_pipeline.features.store import (
     STATUS_FAILED,
     FeatureSet,
@@ -46,7 +47,7 @@ DTYPES = ("float32", "float16")
 class ExtractJob:
     """Everything one extraction run needs; picklable (shipped to Slurm tasks as is)."""
 
-    config: dict[str, Any]
+    recipe: Recipe
     input: str
     output: Path
     weights: str | None = None
@@ -82,23 +83,6 @@ def shard_path(output: Path, k: int, n: int) -> Path:
     """cache.h5 -> cache.shard-0-of-2.h5"""
     output = Path(output)
     return output.with_name(f"{output.stem}.shard-{k}-of-{n}{output.suffix}")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The numeric part of an extract config: sampling and preprocessing."""
-
-    sampling: dict[str, Any]
-    preprocess: Preprocess
-    preprocess_config: dict[str, Any]
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Recipe:
-        for key in ("backbone", "sampling", "preprocess"):
-            if not isinstance(config.get(key), dict):
-                raise AqaError(f"extract config: missing section {key!r}")
-        pre = dict(config["preprocess"])
-        return cls(dict(config["sampling"]), Preprocess.from_config(pre), pre)
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -139,7 +123,7 @@ class ClipStream(IterableDataset):
         sampling = self.recipe.sampling
         fps = info.fps
         if source.kind == "frames":
-            fps = float(sampling.get("source_fps") or sampling.get("target_fps") or 0)
+            fps = float(sampling.source_fps or sampling.target_fps or 0)
         plan = plan_clips(sampling, info.num_frames, fps)
         frames = np.stack([plan.min(axis=1), plan.max(axis=1) + 1], axis=1) + info.start
         yield ("start", pos, {"num_clips": len(plan), "frames": frames,
@@ -165,33 +149,46 @@ class _Pending:
 def build_backbone(job: ExtractJob):
     from aqa_pipeline.extract.backbones import build
 
-    cfg = job.config["backbone"]
+    cfg = job.recipe.backbone
     return build(
-        cfg["name"],
+        cfg.name,
         weights=job.weights,
         random_init=job.random_init,
-        seed=int(cfg.get("seed", 0)),
+        seed=cfg.seed,
         allow_unsafe_pickle=job.allow_unsafe_pickle,
-        **dict(cfg.get("arch") or {}),
+        **cfg.arch,
     )
 
 
-def key_fields_for(job: ExtractJob, recipe: Recipe, backbone, amp: str) -> dict[str, Any]:
-    """The fields that change the numbers; their hash is the cache key."""
+def key_fields_for(job: ExtractJob, backbone, normalize: str, amp: str) -> dict[str, Any]:
+    """The fields that change the numbers; their hash is the cache key. `normalize` is the
+    preset actually applied (the recipe's, or the one the weights expect)."""
     info = backbone.weights_info
-    cfg = job.config["backbone"]
     weights = {"sha256": info.get("sha256"), "random_init": bool(info.get("random_init"))}
     if weights["random_init"]:
         weights["seed"] = info.get("seed")
-    return {
-        "backbone": {"name": cfg["name"], "arch": dict(cfg.get("arch") or {})},
-        "feature_dim": int(backbone.feature_dim),
-        "weights": weights,
-        "sampling": recipe.sampling,
-        "preprocess": recipe.preprocess_config,
-        "dtype": job.dtype,
-        "compute_precision": "float32" if amp == "none" else amp,
-    }
+    recipe = job.recipe
+    return cache_key_fields(
+        backbone=recipe.backbone.name,
+        arch=recipe.backbone.arch,
+        feature_dim=backbone.feature_dim,
+        weights=weights,
+        sampling=recipe.sampling.key(),
+        preprocess={**recipe.preprocess.key(), "normalize": normalize},
+        dtype=job.dtype,
+        compute_precision="float32" if amp == "none" else amp,
+    )
+
+
+def resolve_normalize(job: ExtractJob, backbone) -> tuple[str, str | None]:
+    """The normalisation preset to apply and, when the recipe overrides the one the weights
+    expect, a warning saying so (logged once and kept in the cache's provenance)."""
+    from aqa_pipeline.extract.backbones.weights import resolve_normalisation
+
+    preset, warning = resolve_normalisation(backbone, job.recipe.preprocess.normalize)
+    if warning:
+        log.warning(warning)
+    return preset, warning
 
 
 def run_extraction(job: ExtractJob, progress: bool | None = None) -> ExtractSummary:
@@ -200,17 +197,18 @@ def run_extraction(job: ExtractJob, progress: bool | None = None) -> ExtractSumm
     output = Path(job.output)
     if job.dtype not in DTYPES:
         raise AqaError(f"--dtype must be one of {DTYPES}, got {job.dtype!r}")
-    recipe = Recipe.from_config(job.config)
+    recipe = job.recipe
     all_sources = discover_sources(job.input)
     sources = select_shard(all_sources, *job.shard) if job.shard else all_sources
     device = resolve_device(job.device)
     amp = resolve_amp(job.amp, device)
     backbone = build_backbone(job)
     min_frames = getattr(getattr(backbone, "spec", None), "min_frames", 1) or 1
-    clip_len = int(recipe.sampling.get("clip_len", 0))
+    clip_len = recipe.sampling.clip_len
     if clip_len < min_frames:
         raise AqaError(f"sampling.clip_len {clip_len} < {min_frames} frames the backbone needs")
-    key_fields = key_fields_for(job, recipe, backbone, amp)
+    normalize, override = resolve_normalize(job, backbone)
+    key_fields = key_fields_for(job, backbone, normalize, amp)
 
     existing: FeatureSet | None = None
     if output.exists():
@@ -227,24 +225,45 @@ def run_extraction(job: ExtractJob, progress: bool | None = None) -> ExtractSumm
             engine = ClipEngine(
                 backbone,
                 device,
-                recipe.preprocess.normalize,
+                normalize,
                 amp=amp,
-                channels_last=job.config["backbone"]["name"].startswith("i3d"),
+                channels_last=recipe.backbone.name.startswith("i3d"),
                 compile=job.compile,
             )
             _extract(todo, recipe, engine, job, parts, summary, progress)
             done.update(parts.records())
-        provenance = _provenance(job, existing, key_fields, backbone, all_sources, sources, amp)
+        provenance = _provenance(
+            job, existing, key_fields, backbone, all_sources, sources, amp, override
+        )
         order = list(existing.video_ids) if existing else []
         known = set(order)
         order += [s.video_id for s in sources if s.video_id not in known]
-        records = [done[v] for v in order if v in done]
+        # records of inputs gone from the whole input set: a failure is dropped (nothing is
+        # left to retry), finished features are kept
+        in_input = {s.video_id for s in all_sources}
+        order += sorted(v for v in done if v not in known and v not in in_input)
+        records = []
+        for v in (v for v in order if v in done):
+            if v not in in_input and not done[v].ok:
+                log.warning("video %s: no longer in the input set; its failure record is dropped",
+                            v)  # fmt: skip
+                continue
+            if v not in in_input:
+                log.info("video %s: no longer in the input set; its features are kept", v)
+            records.append(done[v])
         fs = FeatureSet.from_records(
             records, backbone.feature_dim, job.dtype, key_fields, provenance
         )
         write_features(output, fs)
-    except BaseException:
+    except BaseException as exc:
         parts.close(remove=False)
+        if isinstance(exc, KeyboardInterrupt):
+            n_new = len(list(parts.dir.glob("v-*.npz")))
+            where = f"{n_new} in {parts.dir}" + (f", earlier ones in {output}" if existing else "")
+            raise Interrupted(
+                f"interrupted: finished videos are kept ({where}); a rerun of the same command "
+                "resumes, skipping them"
+            ) from None
         raise
     parts.close(remove=True)
     in_job = {s.video_id for s in sources}
@@ -255,7 +274,9 @@ def run_extraction(job: ExtractJob, progress: bool | None = None) -> ExtractSumm
     return summary
 
 
-def _provenance(job, existing, key_fields, backbone, all_sources, sources, amp) -> dict[str, Any]:
+def _provenance(
+    job, existing, key_fields, backbone, all_sources, sources, amp, override
+) -> dict[str, Any]:
     run = {
         **environment(),
         "input": str(job.input),
@@ -281,7 +302,9 @@ def _provenance(job, existing, key_fields, backbone, all_sources, sources, amp) 
     return {
         **key_fields,
         "cache_key": config_hash(key_fields),
-        "recipe_name": job.config.get("name"),
+        "recipe_name": job.recipe.name,
+        "recipe": job.recipe.plain(),
+        "normalize_override": override,
         "weights_file": backbone.weights_info,
         "shard": shard,
         "runs": runs,

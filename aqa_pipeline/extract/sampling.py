@@ -21,44 +21,107 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from aqa_pipeline.errors import AqaError
+from aqa_pipeline.config import Section, parse
 
 
 class TooShortError(ValueError):
     """The video has fewer frames than the recipe needs (recorded as that video's failure)."""
 
 
-def _pad(indices: np.ndarray, n_frames: int, needed: int, cfg: Mapping[str, Any]) -> np.ndarray:
+COMMON = ("method", "clip_len", "pad", "source_fps")
+PER_METHOD = {
+    "starts": ("window", "anchor", "starts"),
+    "linspace": ("num_frames",),
+    "consecutive": ("stride", "target_fps", "trim"),
+}
+
+
+class Sampling(Section):
+    """The `sampling:` section of a recipe. A key that only another method reads is refused,
+    so a recipe states exactly what it uses. source_fps: the frame rate of frame folders."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["starts", "linspace", "consecutive"]
+    clip_len: PositiveInt
+    pad: Literal["none", "repeat_last"] = "none"
+    source_fps: PositiveFloat | None = None
+    # starts
+    window: PositiveInt | None = None
+    anchor: Literal["start", "end"] = "start"
+    starts: list[int] | None = Field(default=None, min_length=1)
+    # linspace
+    num_frames: PositiveInt | None = None
+    # consecutive
+    stride: PositiveInt | None = None  # default: clip_len
+    target_fps: PositiveFloat | None = None
+    trim: Literal["even", "start"] = "even"
+
+    @model_validator(mode="after")
+    def _per_method(self) -> Sampling:
+        mine = set(COMMON) | set(PER_METHOD[self.method])
+        for key in sorted(self.model_fields_set - mine):
+            other = next(m for m, keys in PER_METHOD.items() if key in keys)
+            raise ValueError(f"sampling.{key} is for method {other}, not {self.method}")
+        required = {"starts": ("window", "starts"), "linspace": ("num_frames",)}
+        for key in required.get(self.method, ()):
+            if getattr(self, key) is None:
+                raise ValueError(f"sampling.{key} is required with method {self.method}")
+        if self.method == "starts":
+            assert self.window is not None and self.starts is not None
+            starts = [s if s >= 0 else self.window + s for s in self.starts]
+            if any(s < 0 or s + self.clip_len > self.window for s in starts):
+                raise ValueError(
+                    f"sampling.starts {self.starts} do not fit a window of {self.window} frames "
+                    f"with clips of {self.clip_len}"
+                )
+        if self.method == "linspace" and self.num_frames % self.clip_len:
+            raise ValueError(
+                f"sampling.num_frames {self.num_frames} is not a multiple of clip_len "
+                f"{self.clip_len}"
+            )
+        return self
+
+    def key(self) -> dict[str, Any]:
+        """The resolved fields the method reads (for the cache key; pad only when used)."""
+        out = {k: getattr(self, k) for k in COMMON + PER_METHOD[self.method]}
+        if self.method == "consecutive":
+            out["stride"] = self.stride or self.clip_len
+        if out["pad"] == "none":
+            del out["pad"]
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def as_sampling(cfg: Sampling | Mapping[str, Any]) -> Sampling:
+    return parse(Sampling, cfg, "recipe", prefix="sampling.")
+
+
+def _pad(indices: np.ndarray, n_frames: int, needed: int, cfg: Sampling) -> np.ndarray:
     if n_frames >= needed:
         return indices
-    if cfg.get("pad", "none") == "repeat_last" and n_frames > 0:
+    if cfg.pad == "repeat_last" and n_frames > 0:
         return np.minimum(indices, n_frames - 1)
     raise TooShortError(f"too short: the recipe needs {needed} frames, the video has {n_frames}")
 
 
-def plan_starts(cfg: Mapping[str, Any], n_frames: int) -> np.ndarray:
-    window = int(cfg["window"])
-    clip_len = int(cfg["clip_len"])
-    starts = [int(s) if int(s) >= 0 else window + int(s) for s in cfg["starts"]]
-    if any(s < 0 or s + clip_len > window for s in starts):
-        raise AqaError(f"sampling: starts {cfg['starts']} do not fit a window of {window}")
+def plan_starts(cfg: Sampling, n_frames: int) -> np.ndarray:
+    window, clip_len = int(cfg.window), cfg.clip_len
+    starts = [s if s >= 0 else window + s for s in cfg.starts]
     offset = 0
-    if cfg.get("anchor", "start") == "end" and n_frames > window:
+    if cfg.anchor == "end" and n_frames > window:
         offset = n_frames - window
     clips = np.array([np.arange(s, s + clip_len) for s in starts], dtype=np.int64) + offset
     return _pad(clips, n_frames, window, cfg)
 
 
-def plan_linspace(cfg: Mapping[str, Any], n_frames: int) -> np.ndarray:
-    num = int(cfg["num_frames"])
-    clip_len = int(cfg["clip_len"])
-    if num % clip_len:
-        raise AqaError(f"sampling: num_frames {num} is not a multiple of clip_len {clip_len}")
-    if n_frames < num and cfg.get("pad", "none") != "repeat_last":
+def plan_linspace(cfg: Sampling, n_frames: int) -> np.ndarray:
+    num, clip_len = int(cfg.num_frames), cfg.clip_len
+    if n_frames < num and cfg.pad != "repeat_last":
         raise TooShortError(f"too short: the recipe needs {num} frames, the video has {n_frames}")
     if n_frames < 1:
         raise TooShortError("too short: the video has no frames")
@@ -75,10 +138,8 @@ def resampled_indices(n_frames: int, fps: float, target_fps: float | None) -> np
     return np.minimum(idx, n_frames - 1)
 
 
-def plan_consecutive(cfg: Mapping[str, Any], n_frames: int, fps: float) -> np.ndarray:
-    clip_len = int(cfg["clip_len"])
-    stride = int(cfg.get("stride", clip_len))
-    target = cfg.get("target_fps")
+def plan_consecutive(cfg: Sampling, n_frames: int, fps: float) -> np.ndarray:
+    clip_len, stride, target = cfg.clip_len, int(cfg.stride or cfg.clip_len), cfg.target_fps
     if target and not fps:
         raise TooShortError("unknown frame rate: cannot resample to target_fps (set source_fps)")
     frames = resampled_indices(n_frames, fps, target)
@@ -90,18 +151,17 @@ def plan_consecutive(cfg: Mapping[str, Any], n_frames: int, fps: float) -> np.nd
         m = len(frames)
     n_clips = (m - clip_len) // stride + 1
     used = (n_clips - 1) * stride + clip_len
-    head = (m - used) // 2 if cfg.get("trim", "even") == "even" else 0
+    head = (m - used) // 2 if cfg.trim == "even" else 0
     starts = head + stride * np.arange(n_clips)
     return frames[starts[:, None] + np.arange(clip_len)[None, :]]
 
 
-def plan_clips(cfg: Mapping[str, Any], n_frames: int, fps: float = 0.0) -> np.ndarray:
-    """(K, L) frame indices of a video with `n_frames` frames at `fps`, by recipe `cfg`."""
-    method = cfg.get("method")
-    if method == "starts":
+def plan_clips(cfg: Sampling | Mapping[str, Any], n_frames: int, fps: float = 0.0) -> np.ndarray:
+    """(K, L) frame indices of a video with `n_frames` frames at `fps`, by recipe `cfg` (a
+    `Sampling`, or a mapping validated as one)."""
+    cfg = as_sampling(cfg)
+    if cfg.method == "starts":
         return plan_starts(cfg, n_frames)
-    if method == "linspace":
+    if cfg.method == "linspace":
         return plan_linspace(cfg, n_frames)
-    if method == "consecutive":
-        return plan_consecutive(cfg, n_frames, fps)
-    raise AqaError(f"sampling.method must be starts, linspace or consecutive, got {method!r}")
+    return plan_consecutive(cfg, n_frames, fps)

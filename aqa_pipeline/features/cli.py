@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import click
 
-from aqa_pipeline.config import load_config
 from aqa_pipeline.errors import AqaError, SomeFailedError
 from aqa_pipeline.features.importers import import_npy_dir
 from aqa_pipeline.features.merge import merge_caches
 from aqa_pipeline.features.store import read_features
 from aqa_pipeline.features.verify import verify_cache
+
+log = logging.getLogger(__name__)
 
 
 @click.group()
@@ -125,17 +127,36 @@ def merge(shards: tuple[Path, ...], output: Path) -> None:
 @click.option("--note", default="", help="Free text kept in the provenance (e.g. the release URL).")
 def import_(folder, fmt, output, backbone, weights_sha256, weights_name, recipe, clip_len, dtype, note):  # fmt: skip
     """Import a released feature folder (per-video (T, D) .npy files) as a cache."""
-    from aqa_pipeline.extract.cli import resolve_config_path
+    from aqa_pipeline.extract.recipe import load_recipe
 
     sampling = preprocess = None
     if recipe:
-        cfg = load_config(resolve_config_path(recipe))
-        sampling, preprocess = cfg.get("sampling"), cfg.get("preprocess")
+        parsed = load_recipe(recipe)
+        sampling, preprocess = parsed.sampling.key(), parsed.preprocess.key()
     clip_len = clip_len or int((sampling or {}).get("clip_len", 1))
     fs = import_npy_dir(folder, output, backbone, clip_len, dtype, weights_sha256, weights_name,
                         sampling, preprocess, note)  # fmt: skip
     click.echo(f"{output}: {fs.n_videos} videos, {fs.n_clips} clips, {fs.feature_dim}-d")
+    _warn_if_dim_contradicts(backbone, fs.feature_dim)
     if len(fs.failed()):
         for f in fs.failed():
             click.echo(f"  failed {f['video_id']}: {f['error']}", err=True)
         raise SomeFailedError(f"{len(fs.failed())} files could not be imported")
+
+
+def _warn_if_dim_contradicts(backbone: str, dim: int) -> None:
+    """Warn (stderr and the log) when `backbone` is a known backbone whose features are not
+    `dim`-d; silent for unknown names and for architecture-dependent ones (swin3d)."""
+    from aqa_pipeline.extract.backbones import get_spec  # features must not import extract
+
+    try:
+        expected = get_spec(backbone).feature_dim
+    except AqaError:  # not a backbone of this tool (features made elsewhere): nothing to check
+        return
+    if expected is not None and expected != dim:
+        message = (
+            f"warning: the files hold {dim}-d features but --backbone {backbone} makes "
+            f"{expected}-d features; check --backbone (it is recorded in the cache)"
+        )
+        log.warning(message)
+        click.echo(message, err=True)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from aqa_pipeline.errors import AqaError
+from aqa_pipeline.features.keys import cache_key_fields
 from aqa_pipeline.features.store import STATUS_FAILED, FeatureSet, VideoRecord, write_features
 from aqa_pipeline.provenance import environment
 
@@ -73,15 +74,16 @@ def import_npy_dir(
         )
     if dim is None:
         raise AqaError(f"{folder}: none of the .npy files could be read")
-    key_fields = {
-        "backbone": {"name": backbone, "arch": {}},
-        "feature_dim": dim,
-        "weights": {"sha256": weights_sha256, "random_init": False, "name": weights_name},
-        "sampling": sampling or {"method": "imported", "clip_len": clip_len},
-        "preprocess": preprocess or {},
-        "dtype": dtype,
-        "compute_precision": "unknown",
-    }
+    key_fields = cache_key_fields(
+        backbone=backbone,
+        arch={},
+        feature_dim=dim,
+        weights={"sha256": weights_sha256, "random_init": False, "name": weights_name},
+        sampling=sampling or {"method": "imported", "clip_len": clip_len},
+        preprocess=preprocess or {},
+        dtype=dtype,
+        compute_precision="unknown",
+    )
     provenance = {
         **key_fields,
         "imported_from": str(folder.resolve()),

@@ -31,6 +31,7 @@ from aqa_pipeline.config import flatten, load_config
 from aqa_pipeline.errors import EXIT_OK, EXIT_USER_ERROR, AqaError
 from aqa_pipeline.launch.options import LaunchOptions
 from aqa_pipeline.launch.outcome import TaskOutcome
+from aqa_pipeline.train.config import resolve_config
 
 # Metric columns of the table, in this order, when present in metrics.json.
 COLUMNS = ("spearman", "spearman_std", "spearman_val", "spearman_best_on_test", "rl2", "mse")
@@ -57,7 +58,9 @@ class TrainRun(Checkpointable):
 
         if run.fold is not None:
             labels = one_fold(labels if labels is not None else run.config.get("labels"), run.fold)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
+        done = run.run_dir / "metrics.json"
+        if done.is_file():  # finished by an earlier attempt: a rerun skips it
+            return json.loads(done.read_text())
         resume = was_interrupted(run.run_dir)  # a requeued attempt
         return run_training(run.config, features, labels, run.run_dir, [run.seed], resume)
 
@@ -88,13 +91,17 @@ def load_with_folds(labels: Any, folds: Sequence[int]) -> Any:
 
 def plan_sweep(
     configs: Sequence[Path],
-    seeds: Sequence[int],
+    seeds: int | Sequence[int] | None,
     folds: Sequence[int] | None,
     sweep_dir: Path,
     overrides: Sequence[str] = (),
 ) -> list[SweepRun]:
-    """configs x seeds (x folds), each with its run directory under SWEEP/runs/."""
-    if not configs or not seeds:
+    """configs x seeds (x folds), each with its run directory under SWEEP/runs/.
+
+    seeds mean what they mean in a single run: None, each config's train.seeds; a count N,
+    train.seed .. train.seed + N - 1 of each config; a list, those seeds. Every config is
+    validated here, before any run starts."""
+    if not configs or (seeds is not None and not isinstance(seeds, int) and not seeds):
         raise AqaError("a sweep needs at least one config and one seed")
     stems = [Path(c).stem for c in configs]
     dup = sorted({s for s in stems if stems.count(s) > 1})
@@ -102,8 +109,9 @@ def plan_sweep(
         raise AqaError(f"sweep: two configs share the name {dup}; run directories would collide")
     runs = []
     for path, stem in zip(configs, stems, strict=True):
-        base = load_config(path, overrides)
-        for seed in seeds:
+        base = load_config(path, overrides, kind="train")
+        resolved = resolve_config(base, seeds, where=f"config {path}")
+        for seed in resolved.train.seeds:
             for fold in folds or [None]:
                 config = copy.deepcopy(base)
                 name = f"{stem}-seed{seed}" + (f"-fold{fold}" if fold is not None else "")
@@ -123,7 +131,7 @@ def _absolute(value: Any) -> Any:
 
 def launch_train_sweep(
     configs: Sequence[Path],
-    seeds: Sequence[int],
+    seeds: int | Sequence[int] | None,
     folds: Sequence[int] | None,
     features: Any,
     labels: Any,

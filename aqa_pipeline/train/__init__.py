@@ -11,17 +11,18 @@ from typing import Any
 
 
 def run_training(
-    config: dict[str, Any],
+    config: Any,
     features: Any,
     labels: Any,
     run_dir: str | Path,
     seeds: int | list[int] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate; returns metrics.json's content. See `runner.run_training`."""
     from aqa_pipeline.train.runner import run_training as _run_training
 
-    return _run_training(config, features, labels, run_dir, seeds, resume)
+    return _run_training(config, features, labels, run_dir, seeds, resume, overwrite)
 
 
 __all__ = ["run_training"]

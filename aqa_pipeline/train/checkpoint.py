@@ -19,13 +19,20 @@ import torch
 from aqa_pipeline.errors import AqaError
 
 
+def partial_dir(run_dir: Path) -> Path:
+    """The temporary sibling a run writes into until it completes (RUN_DIR -> .RUN_DIR.partial);
+    it is renamed to RUN_DIR at the end, so RUN_DIR only ever holds a finished run."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.partial"
+
+
 def checkpoint_dir(run_dir: Path) -> Path:
-    """Where a run directory keeps its checkpoints while training."""
-    return Path(run_dir) / "checkpoints"
+    """Where the run for `run_dir` keeps its checkpoints while training (in its partial dir)."""
+    return partial_dir(run_dir) / "checkpoints"
 
 
 def was_interrupted(run_dir: Path) -> bool:
-    """True when run_dir holds checkpoints: an earlier attempt did not complete."""
+    """True when the run for run_dir left checkpoints: an earlier attempt did not complete."""
     return checkpoint_dir(run_dir).is_dir()
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from aqa_pipeline.config import load_config
 from aqa_pipeline.launch import LaunchOptions, launch_train_sweep, launcher_options
 
 
@@ -35,8 +34,8 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     "config_paths",
     required=True,
     multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Train config (YAML), e.g. configs/train/dae_mtl_aqa.yaml. Repeat it for a sweep "
+    help="Train config: a YAML file or a shipped name (dae_mtl_aqa; see aqa list configs). "
+    "Repeat it for a sweep "
     "(configs x seeds x folds, one run directory each under --run-dir).",
 )
 @click.option(
@@ -63,7 +62,7 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
 )
 @click.option(
     "--seeds",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Train N seeds (train.seed .. train.seed + N - 1); default: the config's.",
 )
@@ -81,12 +80,17 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     help="Sweeps: one run per listed fold (0-based) instead of all folds in one run.",
 )
 @click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a finished run in --run-dir (only once the new run completes).",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue a killed run in --run-dir from its checkpoints (saved every "
     "train.checkpoint_minutes); the config must be the one it started with (else exit 3).",
 )
-@launcher_options
+@launcher_options(work="sweep")
 def train(
     config_paths: tuple[str, ...],
     features: str,
@@ -95,6 +99,7 @@ def train(
     seeds: int | None,
     overrides: tuple[str, ...],
     folds: str | None,
+    overwrite: bool,
     resume: bool,
     launch: LaunchOptions,
 ) -> None:
@@ -104,18 +109,23 @@ def train(
     of train) and best_on_test (epoch chosen on the test set, as papers report: optimistic).
     Exit 3 when the cache's provenance differs from the config's features.require.
     """
-    from aqa_pipeline.train.config import seed_list
+    from aqa_pipeline.train.config import load_train_config
     from aqa_pipeline.train.runner import run_training
 
     if len(config_paths) > 1 or folds or launch.launcher == "slurm":
-        if resume:
-            raise click.UsageError("--resume continues a single run, not a sweep")
+        if resume or overwrite:
+            raise click.UsageError(
+                "--resume and --overwrite are for a single run; a sweep rerun skips its "
+                "finished runs and resumes killed ones"
+            )
         fold_list = [int(f) for f in folds.split(",")] if folds else None
         code = launch_train_sweep(
-            [Path(c) for c in config_paths], seed_list(seeds or 1), fold_list, features,
+            list(config_paths), seeds, fold_list, features,
             labels, Path(run_dir), launch, overrides,
         )  # fmt: skip
         click.get_current_context().exit(code)
-    cfg = load_config(config_paths[0], overrides)
-    metrics = run_training(cfg, features, labels, Path(run_dir), seeds, resume=resume)
+    cfg = load_train_config(config_paths[0], overrides, seeds)
+    metrics = run_training(
+        cfg, features, labels, Path(run_dir), resume=resume, overwrite=overwrite
+    )
     print_summary(metrics, Path(run_dir))

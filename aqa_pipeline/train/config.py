@@ -1,12 +1,12 @@
-"""Train configs: defaults, validation and resolution (seeds, label scale).
+"""The train config: one typed model (`TrainConfig`), parsed once from YAML plus `--set`.
 
-Keys (every one optional except head.name; see configs/train/*.yaml):
+Keys (every one optional except head.name; see aqa_pipeline/configs/train/*.yaml):
 
     name: a label for the run
     labels: default labels spec (the --labels option overrides it)
     features.require: key fields the cache must have (subset match, else exit 3), e.g.
         {backbone: {name: i3d}}
-    head: {name: dae, ...}: the head and its options (see `aqa_pipeline.train.heads`)
+    head: {name: dae, ...}: the head and its options, validated by the head's `Options`
     label.scale: targets are divided by it for training, predictions multiplied back;
         a number or "auto" (the largest |score| in the training rows)
     data.clip_num, data.train_crop (random|none), data.test_crop (full|crop): clip heads
@@ -29,118 +29,162 @@ Keys (every one optional except head.name; see configs/train/*.yaml):
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from aqa_pipeline.config import Section, load_config, parse
 from aqa_pipeline.errors import AqaError
 
-DEFAULTS: dict[str, Any] = {
-    "name": None,
-    "labels": None,
-    "features": {"require": {}},
-    "head": {"name": None},
-    "label": {"scale": 1.0},
-    "data": {
-        "clip_num": None,
-        "train_crop": "random",
-        "test_crop": "full",
-        "exemplars": 10,
-        "standardize": False,
-    },
-    "optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0, "momentum": 0.9},
-    "schedule": {
-        "name": "none",
-        "step_size": 30,
-        "gamma": 0.1,
-        "per": "epoch",
-        "eta_min_ratio": 0.0,
-    },
-    "train": {
-        "epochs": 100,
-        "batch_size": 8,
-        "amp": "none",
-        "seed": 0,
-        "seeds": 1,
-        "threads": None,
-        "checkpoint_minutes": 5.0,
-    },
-    "eval": {"val_fraction": 0.2, "bootstrap": 1000, "calibrate_sigma": False},
-    "test": {"batch_size": 64},
-}
-# sections whose keys are free-form (checked elsewhere)
-_OPEN = {"head", "features"}
-CHOICES = {
-    ("data", "train_crop"): ("random", "none"),
-    ("data", "test_crop"): ("full", "crop"),
-    ("optim", "name"): ("adam", "adamw", "sgd"),
-    ("schedule", "name"): ("none", "step", "cosine"),
-    ("schedule", "per"): ("epoch", "iteration"),
-    ("train", "amp"): ("none", "bf16"),
-}
+
+class FeaturesSection(Section):
+    require: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = None  # the cache the run used (set by the runner)
 
 
-def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep merge: values of `over` win; nested dicts merge."""
-    out = copy.deepcopy(dict(base))
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+class LabelSection(Section):
+    scale: PositiveFloat | Literal["auto"] = 1.0
+
+
+class DataSection(Section):
+    clip_num: PositiveInt | None = None
+    train_crop: Literal["random", "none"] = "random"
+    test_crop: Literal["full", "crop"] = "full"
+    exemplars: PositiveInt = 10
+    standardize: bool = False
+
+
+class OptimSection(Section):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PositiveFloat = 1e-4
+    weight_decay: NonNegativeFloat = 0.0
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class ScheduleSection(Section):
+    name: Literal["none", "step", "cosine"] = "none"
+    step_size: PositiveInt = 30
+    gamma: PositiveFloat = 0.1
+    per: Literal["epoch", "iteration"] = "epoch"
+    eta_min_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class TrainSection(Section):
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 8
+    amp: Literal["none", "bf16"] = "none"
+    seed: NonNegativeInt = 0
+    seeds: list[int] | PositiveInt = 1  # a count N (seed .. seed + N - 1) or a list
+    threads: PositiveInt | None = None
+    checkpoint_minutes: NonNegativeFloat = 5.0
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_list(cls, seeds: int | list[int], info: ValidationInfo) -> list[int]:
+        return seed_list(seeds, info.data.get("seed", 0))
+
+
+class EvalSection(Section):
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    bootstrap: NonNegativeInt = 1000
+    calibrate_sigma: bool = False
+
+
+class TestSection(Section):
+    batch_size: PositiveInt = 64
+
+
+class TrainConfig(Section):
+    """A whole train config (see the module docstring); `head` holds the name and the
+    head's options resolved with their defaults."""
+
+    name: str | None = None
+    labels: str | None = None
+    features: FeaturesSection = Field(default_factory=FeaturesSection)
+    head: dict[str, Any]
+    label: LabelSection = Field(default_factory=LabelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    test: TestSection = Field(default_factory=TestSection)
+
+    @field_validator("head")
+    @classmethod
+    def _head(cls, head: dict[str, Any]) -> dict[str, Any]:
+        from aqa_pipeline.train.heads import head_options
+
+        name = head.get("name")
+        if not name:
+            raise ValueError("head.name is required (e.g. dae, mlp, dae_mt)")
+        options = head_options(str(name), {k: v for k, v in head.items() if k != "name"})
+        return {"name": name, **options.plain()}
+
+    @model_validator(mode="after")
+    def _calibration_needs_val(self) -> TrainConfig:
+        if self.eval.calibrate_sigma and not self.eval.val_fraction > 0:
+            raise ValueError(
+                "eval.calibrate_sigma needs a validation split (eval.val_fraction > 0)"
+            )
+        return self
+
+    @property
+    def head_name(self) -> str:
+        return str(self.head["name"])
+
+    def head_options(self) -> dict[str, Any]:
+        """The head's options without its name."""
+        return {k: v for k, v in self.head.items() if k != "name"}
 
 
 def seed_list(seeds: int | Sequence[int] | None, first: int = 0) -> list[int]:
-    """A count N -> [first, ..., first + N - 1]; a list is kept."""
+    """A count N -> [first, ..., first + N - 1]; a list is kept. The one meaning of seeds,
+    in single runs and sweeps alike."""
     if seeds is None:
         return [int(first)]
-    if isinstance(seeds, int | float) and not isinstance(seeds, bool):
-        if int(seeds) < 1:
-            raise AqaError(f"seeds must be >= 1, got {seeds}")
-        return [int(first) + i for i in range(int(seeds))]
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        return [int(first) + i for i in range(seeds)]
     out = [int(s) for s in seeds]
     if not out or len(set(out)) != len(out):
-        raise AqaError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
     return out
 
 
 def resolve_config(
-    config: Mapping[str, Any], seeds: int | Sequence[int] | None = None
-) -> dict[str, Any]:
-    """Defaults + `config`, checked; `seeds` (if given) replaces train.seeds."""
-    unknown_top = sorted(set(config) - set(DEFAULTS))
-    if unknown_top:
-        raise AqaError(f"config: unknown section(s) {unknown_top}; known: {sorted(DEFAULTS)}")
-    cfg = merge(DEFAULTS, config)
-    for section, defaults in DEFAULTS.items():
-        if not isinstance(defaults, dict) or section in _OPEN:
-            continue
-        if not isinstance(cfg[section], dict):
-            raise AqaError(f"config: {section} must be a mapping")
-        unknown = sorted(set(cfg[section]) - set(defaults))
-        if unknown:
-            raise AqaError(f"config: unknown key(s) {section}.{unknown}; known: {sorted(defaults)}")
-    for (section, key), choices in CHOICES.items():
-        if cfg[section][key] not in choices:
-            raise AqaError(
-                f"config: {section}.{key} must be one of {choices}, got {cfg[section][key]!r}"
-            )
-    if not cfg["head"].get("name"):
-        raise AqaError("config: head.name is required (e.g. dae, mlp, dae_mt)")
+    config: Mapping[str, Any] | TrainConfig,
+    seeds: int | Sequence[int] | None = None,
+    where: str = "train config",
+) -> TrainConfig:
+    """Validate `config` (defaults filled in); `seeds` (if given) replaces train.seeds. Every
+    problem is one AqaError naming the key."""
+    if isinstance(config, TrainConfig):
+        config = config.plain()
+    data = dict(config)
     if seeds is not None:
-        cfg["train"]["seeds"] = seeds
-    cfg["train"]["seeds"] = seed_list(cfg["train"]["seeds"], cfg["train"]["seed"])
-    for key in ("epochs", "batch_size"):
-        if int(cfg["train"][key]) < 1:
-            raise AqaError(f"config: train.{key} must be >= 1")
-    if not 0 <= float(cfg["eval"]["val_fraction"]) < 1:
-        raise AqaError("config: eval.val_fraction must be in [0, 1)")
-    if cfg["eval"]["calibrate_sigma"] and not float(cfg["eval"]["val_fraction"]) > 0:
-        raise AqaError(
-            "config: eval.calibrate_sigma needs a validation split (eval.val_fraction > 0)"
-        )
-    scale = cfg["label"]["scale"]
-    if scale != "auto" and not (isinstance(scale, int | float) and scale > 0):
-        raise AqaError(f"config: label.scale must be a positive number or auto, got {scale!r}")
-    return cfg
+        data["train"] = {**(data.get("train") or {}), "seeds": seeds}
+    return parse(TrainConfig, data, where)
+
+
+def load_train_config(
+    name: str | Path, overrides: Iterable[str] = (), seeds: int | Sequence[int] | None = None
+) -> TrainConfig:
+    """Read train config `name` (a path or a shipped name), apply `--set` overrides and
+    validate it."""
+    return resolve_config(load_config(name, overrides, kind="train"), seeds, f"config {name}")
+
+
+__all__ = ["AqaError", "TrainConfig", "load_train_config", "resolve_config", "seed_list"]

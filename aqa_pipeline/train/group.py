@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from aqa_pipeline.train.config import TrainConfig
 from aqa_pipeline.train.heads.base import Head
 from aqa_pipeline.train.optim import build_optimizer, build_scheduler
 
@@ -75,7 +76,7 @@ class ModelGroup:
     """Interface of both groups; heads[s] was initialised under seeds[s]."""
 
     def __init__(
-        self, heads: list[Head], cfg: dict[str, Any], steps_per_epoch: int, rng_seeds: list[int]
+        self, heads: list[Head], cfg: TrainConfig, steps_per_epoch: int, rng_seeds: list[int]
     ):
         self.seeds_n = len(heads)
         self.rng_states = []  # torch RNG state(s) of the random draws inside the heads
@@ -85,9 +86,9 @@ class ModelGroup:
             with fixed_rng(seed):
                 self.rng_states.append(torch.get_rng_state())
         self.cfg = cfg
-        self.amp = cfg["train"]["amp"]
-        self.per_iteration = cfg["schedule"]["per"] == "iteration"
-        self.epochs = int(cfg["train"]["epochs"])
+        self.amp = cfg.train.amp
+        self.per_iteration = cfg.schedule.per == "iteration"
+        self.epochs = cfg.train.epochs
 
     @contextlib.contextmanager
     def _own_rng(self, i: int) -> Iterator[None]:
@@ -140,7 +141,7 @@ class ModelGroup:
 
 class StackedGroup(ModelGroup):
     def __init__(
-        self, heads: list[Head], cfg: dict[str, Any], steps_per_epoch: int, seeds: list[int]
+        self, heads: list[Head], cfg: TrainConfig, steps_per_epoch: int, seeds: list[int]
     ):
         # one generator for the group, seeded from all its seeds
         super().__init__(heads, cfg, steps_per_epoch, [zlib.crc32(repr(list(seeds)).encode())])
@@ -148,8 +149,8 @@ class StackedGroup(ModelGroup):
         self.call = calls[0]
         self._mode_modules = [self.call]
         self.params, self.buffers = stack_module_state(calls)
-        self.opt = build_optimizer(self.params.values(), cfg["optim"])
-        self.sched = build_scheduler(self.opt, cfg["schedule"], self.epochs, steps_per_epoch)
+        self.opt = build_optimizer(self.params.values(), cfg.optim)
+        self.sched = build_scheduler(self.opt, cfg.schedule, self.epochs, steps_per_epoch)
 
     def _vmapped(self, mode: str, epoch: int) -> Callable:
         def one(params: dict, buffers: dict, inputs: dict, batch: dict) -> Any:
@@ -213,13 +214,13 @@ class StackedGroup(ModelGroup):
 
 class SequentialGroup(ModelGroup):
     def __init__(
-        self, heads: list[Head], cfg: dict[str, Any], steps_per_epoch: int, seeds: list[int]
+        self, heads: list[Head], cfg: TrainConfig, steps_per_epoch: int, seeds: list[int]
     ):
         super().__init__(heads, cfg, steps_per_epoch, seeds)  # one generator per seed
         self.heads = heads
-        self.opts = [build_optimizer(h.parameters(), cfg["optim"]) for h in heads]
+        self.opts = [build_optimizer(h.parameters(), cfg.optim) for h in heads]
         self.scheds = [
-            build_scheduler(o, cfg["schedule"], self.epochs, steps_per_epoch) for o in self.opts
+            build_scheduler(o, cfg.schedule, self.epochs, steps_per_epoch) for o in self.opts
         ]
 
     def train_step(self, inputs: dict[str, Tensor], batch: dict[str, Tensor], epoch: int) -> Tensor:
@@ -295,7 +296,7 @@ def fixed_rng(seed: int) -> Iterator[None]:
 def build_group(
     make_head: Callable[[], Head],
     seeds: list[int],
-    cfg: dict[str, Any],
+    cfg: TrainConfig,
     steps_per_epoch: int,
     device: torch.device,
 ) -> ModelGroup:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from aqa_pipeline.errors import MismatchError
 from aqa_pipeline.evaluate.metrics import spearman
 from aqa_pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from aqa_pipeline.train.config import TrainConfig
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import CLIP_OUTPUTS, ModelGroup
 
@@ -94,7 +95,7 @@ def run_epochs(
     inputs: Any,
     train_rows: np.ndarray,
     eval_sets: dict[str, np.ndarray],
-    cfg: dict[str, Any],
+    cfg: TrainConfig,
     seeds: list[int],
     order_key: tuple[int, ...],
     eval_seed: int,
@@ -112,8 +113,7 @@ def run_epochs(
     checkpoint: a file to save the loop's state to (every checkpoint_seconds and at the end)
     and to continue from when it exists.
     """
-    epochs, bs = int(cfg["train"]["epochs"]), int(cfg["train"]["batch_size"])
-    test_bs = int(cfg["test"]["batch_size"])
+    epochs, bs, test_bs = cfg.train.epochs, cfg.train.batch_size, cfg.test.batch_size
     s_n, n = train_rows.shape
     device = data.video.device
     gens = [np.random.default_rng([seed, *order_key, 0]) for seed in seeds]  # batch order

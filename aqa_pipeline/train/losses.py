@@ -22,10 +22,13 @@ Score distributions (USDL / MUSDL):
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor
 
-DAE_LOSSES = ("stable", "v1", "likelihood")
+DAELoss = Literal["stable", "v1", "likelihood"]  # the `loss` option of dae, dae_mt, dae_core
+DAE_LOSSES: tuple[str, ...] = get_args(DAELoss)
 
 
 def dae_stable_loss(sample: Tensor, mu: Tensor, target: Tensor) -> Tensor:
@@ -68,13 +71,15 @@ def weighted_likelihood_loss(
     return (weight * (alpha * (target - mu).square() * torch.exp(-logvar) + beta * logvar)).mean()
 
 
-LONGFORM_DAE_LOSSES = ("weighted", "likelihood")
+LongformDAELoss = Literal["weighted", "likelihood"]  # `score_dist.loss` of gdlt, interaqa
+LONGFORM_DAE_LOSSES: tuple[str, ...] = get_args(LongformDAELoss)
 
 
 def longform_dae_loss(
     kind: str, mu: Tensor, logvar: Tensor, target: Tensor, alpha: float, beta: float
 ) -> Tensor:
-    """The `score_dist: dae` loss of the long-form heads: "weighted" or "likelihood"."""
+    """The DAE loss of the long-form heads (`score_dist.kind: dae`): `kind` is
+    `score_dist.loss`, "weighted" or "likelihood"."""
     fn = weighted_likelihood_loss if kind == "weighted" else dae_likelihood_loss
     return fn(mu, logvar, target, alpha, beta)
 

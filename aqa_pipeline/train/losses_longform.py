@@ -8,7 +8,8 @@
   anchor, the farthest same-label and the nearest other-label embedding, hinge with a margin,
   mean over anchors.
 
-The DAE likelihood loss that `score_dist: dae` uses lives in `aqa_pipeline.train.losses`.
+The DAE likelihood loss that `score_dist.kind: dae` uses (`longform_dae_loss`) lives in
+`aqa_pipeline.train.losses`.
 """
 
 from __future__ import annotations

@@ -22,9 +22,7 @@ import csv
 import json
 import os
 import platform
-import subprocess
-import sys
-import time
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from aqa_pipeline import __version__
+from aqa_pipeline import provenance
 from aqa_pipeline.errors import AqaError
 
 SEP = "::"
@@ -72,40 +70,39 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def git_commit() -> str:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-def environment() -> dict[str, Any]:
-    import h5py as _h5py
-    import scipy
-
+def environment(device: str | None = None) -> dict[str, Any]:
+    """`aqa_pipeline.provenance.environment()` plus what training adds: platform, torch
+    threads, CUDA, device."""
     return {
-        "aqa_pipeline": __version__,
-        "git_commit": git_commit(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "h5py": _h5py.__version__,
+        **provenance.environment(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
-        "command": " ".join(sys.argv),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": device,
     }
+
+
+def follow_umask(path: Path) -> None:
+    """Give a file the mode a plain open() would (0666 minus the umask): some writers
+    (safetensors) create 0600 files that lab-mates on a shared filesystem cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def publish(work: Path, run_dir: Path) -> None:
+    """Move a completed run from its partial dir to `run_dir`. An existing `run_dir` (an
+    --overwrite) is set aside first and removed only once the new one is in place."""
+    work, run_dir = Path(work), Path(run_dir)
+    old = run_dir.parent / f".{run_dir.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(work, run_dir)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def write_epochs(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -142,6 +139,7 @@ def save_heads(
         tensors[SEP.join(("norm", fold, "mean"))] = mean.cpu().contiguous().clone()
         tensors[SEP.join(("norm", fold, "std"))] = std.cpu().contiguous().clone()
     save_file(tensors, str(run_dir / "heads.safetensors"))
+    follow_umask(run_dir / "heads.safetensors")
     write_json(run_dir / "heads.json", sidecar)
 
 

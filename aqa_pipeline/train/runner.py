@@ -16,8 +16,6 @@ that the resolved config is the one the run directory was started with.
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 import math
 import shutil
@@ -36,12 +34,12 @@ from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.evaluate.protocols import select_epoch, summarize
 from aqa_pipeline.features import FeatureSet, check_key, read_features
 from aqa_pipeline.train import rundir
-from aqa_pipeline.train.checkpoint import checkpoint_dir
-from aqa_pipeline.train.config import resolve_config
+from aqa_pipeline.train.checkpoint import checkpoint_dir, partial_dir
+from aqa_pipeline.train.config import TrainConfig, resolve_config
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group
-from aqa_pipeline.train.heads import build_head, head_class
-from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads import build_head, head_class, head_options
+from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import PATH_FIELDS
 from aqa_pipeline.train.inputs import ClipInputs, FeatureNorm, PairInputs, VideoInputs
 from aqa_pipeline.train.loop import RunOutput, predict_rows, run_epochs
@@ -60,19 +58,16 @@ def load_feature_set(features: str | Path | FeatureSet, clips: bool) -> tuple[Fe
     return read_features(features, clips=clips), str(features)
 
 
-def resolve_head_options(cfg: dict[str, Any], labels: LabelSet) -> dict[str, Any]:
-    """head options without "name"; multi-path heads get num_paths from the labels."""
-    opts = {k: v for k, v in cfg["head"].items() if k != "name"}
-    param = inspect.signature(head_class(cfg["head"]["name"]).__init__).parameters.get("paths")
-    field = opts.get("paths", param.default if param is not None else None)
+def resolve_head_options(cfg: TrainConfig, labels: LabelSet) -> HeadOptions:
+    """The head's validated options; multi-path heads get num_paths from the labels."""
+    opts = cfg.head_options()
+    field = opts.get("paths")
     if field in PATH_FIELDS and opts.get("num_paths") is None:
         values = getattr(labels, field)
         if values is None:
-            raise AqaError(
-                f"head {cfg['head']['name']}: paths={field} but {labels.source} has no {field}"
-            )
+            raise AqaError(f"head {cfg.head_name}: paths={field} but {labels.source} has no {field}")
         opts["num_paths"] = int(values.shape[1])
-    return opts
+    return head_options(cfg.head_name, opts)
 
 
 def resolve_scale(scale: Any, labels: LabelSet) -> float:
@@ -96,17 +91,17 @@ def check_requirements(head: Head, labels: LabelSet) -> None:
 def make_inputs(
     kind: str,
     data: TrainData,
-    cfg: dict[str, Any],
+    cfg: TrainConfig,
     pools: list[np.ndarray],
     norm: FeatureNorm | None,
 ) -> Any:
-    d = cfg["data"]
+    d = cfg.data
     if kind == "video":
         return VideoInputs(data, norm)
     if kind == "clips":
-        return ClipInputs(data, d["clip_num"], d["train_crop"], d["test_crop"], norm)
+        return ClipInputs(data, d.clip_num, d.train_crop, d.test_crop, norm)
     if kind == "pairs":
-        return PairInputs(data, pools, int(d["exemplars"]), norm)
+        return PairInputs(data, pools, d.exemplars, norm)
     raise AqaError(f"unknown head input kind {kind!r}")
 
 
@@ -130,16 +125,16 @@ class Trainer:
 
     def __init__(
         self,
-        cfg: dict[str, Any],
+        cfg: TrainConfig,
         data: TrainData,
-        head_opts: dict[str, Any],
+        head_opts: HeadOptions,
         device: torch.device,
         checkpoint_dir: Path | None = None,
     ):
         self.cfg, self.data, self.device = cfg, data, device
         self.checkpoint_dir = checkpoint_dir
-        self.seeds: list[int] = cfg["train"]["seeds"]
-        self.name = cfg["head"]["name"]
+        self.seeds: list[int] = list(cfg.train.seeds)
+        self.name = cfg.head_name
         self.head_opts = head_opts
         self.kind = head_class(self.name).input_kind
         self.preds = Predictions()
@@ -151,7 +146,7 @@ class Trainer:
         self.sigma_scale: dict[str, dict[str, float]] = {}  # fold -> seed -> factor
 
     def make_head(self) -> Head:
-        return build_head(self.name, self.data.feature_dim, **self.head_opts)
+        return build_head(self.name, self.data.feature_dim, self.head_opts)
 
     def _run(
         self,
@@ -163,7 +158,7 @@ class Trainer:
         **kw: Any,
     ) -> tuple[RunOutput, Any, Any]:
         """Train one run; returns its output, the trained group and its inputs."""
-        steps = math.ceil(train_rows.shape[1] / int(self.cfg["train"]["batch_size"]))
+        steps = math.ceil(train_rows.shape[1] / self.cfg.train.batch_size)
         group = build_group(self.make_head, self.seeds, self.cfg, steps, self.device)
         inputs = make_inputs(self.kind, self.data, self.cfg, list(train_rows), norm)
         out = run_epochs(
@@ -180,7 +175,7 @@ class Trainer:
             checkpoint=self.checkpoint_dir / f"fold{fold_index}_{run}.pt"
             if self.checkpoint_dir
             else None,
-            checkpoint_seconds=60 * float(self.cfg["train"]["checkpoint_minutes"]),
+            checkpoint_seconds=60 * self.cfg.train.checkpoint_minutes,
             **kw,
         )
         self._epoch_log(self.data.labels.folds[fold_index].name, run, out, next(iter(eval_sets)))
@@ -206,11 +201,11 @@ class Trainer:
         """Train and record one fold: the validation run (when enabled), then the full run."""
         s_n = len(self.seeds)
         norm = None
-        if self.cfg["data"]["standardize"]:
+        if self.cfg.data.standardize:
             norm = FeatureNorm.fit(self.data, fold.train, self.kind == "clips")
             self.norms[fold.name] = (norm.mean, norm.std)
         epochs: dict[str, list[int]] = {}
-        if float(self.cfg["eval"]["val_fraction"]) > 0:
+        if self.cfg.eval.val_fraction > 0:
             epochs["val"] = self._val_epochs(fold_index, fold, norm)
         log.info("fold %s: full run (%d train / %d test rows)", fold.name, len(fold.train),
                  len(fold.test))  # fmt: skip
@@ -236,16 +231,16 @@ class Trainer:
     def _val_epochs(self, fold_index: int, fold: Fold, norm: FeatureNorm | None) -> list[int]:
         """Per seed, the epoch of best validation Spearman of a run on train minus val."""
         tr, va = validation_split(
-            fold.train, self.seeds, fold_index, float(self.cfg["eval"]["val_fraction"])
+            fold.train, self.seeds, fold_index, self.cfg.eval.val_fraction
         )
         log.info("fold %s: validation run (%d train / %d val rows per seed)", fold.name,
                  tr.shape[1], va.shape[1])  # fmt: skip
         out = self._run(fold_index, tr, {"val": va}, "val", norm)[0]
         epochs = [select_epoch(out.spearman["val"][:, s]) for s in range(len(self.seeds))]
-        if self.cfg["eval"]["calibrate_sigma"] and "sigma" not in out.preds["val"]:
+        if self.cfg.eval.calibrate_sigma and "sigma" not in out.preds["val"]:
             log.warning("eval.calibrate_sigma: head %s has no sigma; nothing to calibrate",
                         self.name)  # fmt: skip
-        elif self.cfg["eval"]["calibrate_sigma"]:
+        elif self.cfg.eval.calibrate_sigma:
             p = out.preds["val"]
             self.sigma_scale[fold.name] = {
                 str(seed): sigma_scale_factor(
@@ -298,7 +293,7 @@ class Trainer:
             self.data,
             inputs,
             rows,
-            int(self.cfg["test"]["batch_size"]),
+            self.cfg.test.batch_size,
             eval_seed_of(fold_index),
             clips=True,
         )
@@ -344,35 +339,50 @@ def clip_record(
     return rec
 
 
-def check_same_config(path: Path, cfg: dict[str, Any]) -> None:
+def check_same_config(path: Path, cfg: TrainConfig) -> None:
     """The run directory's saved config equals `cfg`, else MismatchError naming the keys."""
     if not path.is_file():
         raise AqaError(f"{path}: not found; nothing to resume (train without --resume)")
     saved = rundir.read_yaml(path)
-    diff = diff_fields(saved, json.loads(json.dumps(cfg, default=str)))  # as the file holds it
+    diff = diff_fields(saved, cfg.plain())
     if diff:
         raise MismatchError(f"{path}: the run was started with another config", diff)
 
 
 def run_training(
-    config: dict[str, Any],
+    config: dict[str, Any] | TrainConfig,
     features: str | Path | FeatureSet,
     labels: str | LabelSet | None,
     run_dir: str | Path,
     seeds: int | Sequence[int] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train config's head on `features` with `labels` (spec or LabelSet; None = the
     config's `labels`), write `run_dir` and return the metrics (metrics.json).
 
-    resume: continue from run_dir's checkpoints (a killed run); the resolved config must
-    equal run_dir/config.yaml (else MismatchError, exit 3). Without it, old checkpoints in
-    run_dir are discarded."""
+    The run is written into a temporary sibling (`checkpoint.partial_dir`) and renamed to
+    `run_dir` when complete, so a failed or killed run never touches a finished one.
+    An existing, non-empty `run_dir` is refused (AqaError, exit 1) unless `overwrite`
+    (replaced when the new run completes) or `resume`.
+    resume: continue a killed run from its checkpoints; the resolved config must equal the
+    one it started with (else MismatchError, exit 3). Without it, an unfinished attempt's
+    files are discarded."""
     t0 = time.perf_counter()
     cfg = resolve_config(config, seeds)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "train.log", mode="a" if resume else "w")
+    work = partial_dir(run_dir)
+    if resume:
+        if not checkpoint_dir(run_dir).is_dir():
+            raise AqaError(f"{run_dir}: nothing to resume (no checkpoints in {work}); "
+                           "train without --resume")  # fmt: skip
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise AqaError(f"{run_dir}: already holds a run; pass --overwrite to replace it (it is "
+                       "replaced only when the new run completes) or choose another --run-dir")  # fmt: skip
+    if not resume and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(work / "train.log", mode="a" if resume else "w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("aqa_pipeline")
     root.addHandler(handler)
@@ -380,52 +390,52 @@ def run_training(
     if root.getEffectiveLevel() > logging.INFO:
         root.setLevel(logging.INFO)
     try:
-        return _train(cfg, features, labels, run_dir, t0, resume)
+        metrics = _train(cfg, features, labels, work, t0, resume)
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
+    rundir.publish(work, run_dir)
+    return metrics
 
 
 def _train(
-    cfg: dict[str, Any], features: Any, labels: Any, run_dir: Path, t0: float, resume: bool
+    cfg: TrainConfig, features: Any, labels: Any, run_dir: Path, t0: float, resume: bool
 ) -> dict[str, Any]:
-    if cfg["train"]["threads"]:
-        torch.set_num_threads(int(cfg["train"]["threads"]))
-    spec = labels if labels is not None else cfg["labels"]
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    spec = labels if labels is not None else cfg.labels
     if spec is None:
         raise AqaError("no labels: pass --labels SPEC or set labels: in the config")
     labels = load_labels(spec)
-    cls = head_class(cfg["head"]["name"])
+    cls = head_class(cfg.head_name)
     fs, cache = load_feature_set(features, clips=cls.input_kind == "clips")
-    check_key(fs.key_fields, cfg["features"]["require"], what=cache, subset=True)
+    check_key(fs.key_fields, cfg.features.require, what=cache, subset=True)
     head_opts = resolve_head_options(cfg, labels)
-    scale = resolve_scale(cfg["label"]["scale"], labels)
-    cfg["label"]["scale"] = scale
-    cfg["labels"] = labels.source
-    cfg["features"]["path"] = cache
+    scale = resolve_scale(cfg.label.scale, labels)
+    cfg.label.scale = scale
+    cfg.labels = labels.source
+    cfg.features.path = cache
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = TrainData.build(fs, labels, scale, clips=cls.input_kind == "clips", cache=cache)
     data = data.to(device)
-    check_requirements(build_head(cfg["head"]["name"], data.feature_dim, **head_opts), labels)
-    checkpoints = checkpoint_dir(run_dir)
+    check_requirements(build_head(cfg.head_name, data.feature_dim, head_opts), labels)
+    checkpoints = run_dir / "checkpoints"
     if resume:
-        check_same_config(run_dir / "config.yaml", cfg)
+        check_same_config(run_dir / "config.yaml", cfg)  # before anything is written
         found = sorted(p.name for p in checkpoints.glob("*.pt"))
         log.info("resuming %s: checkpoints %s", run_dir, found or "none (starting over)")
-    elif checkpoints.exists():
-        shutil.rmtree(checkpoints)
-    rundir.write_yaml(run_dir / "config.yaml", cfg)
-    rundir.write_json(run_dir / "environment.json", rundir.environment() | {"device": str(device)})
+    rundir.write_yaml(run_dir / "config.yaml", cfg.plain())
+    rundir.write_json(run_dir / "environment.json", rundir.environment(str(device)))
     log.info(
         "head %s on %s (%d-d, %s) with %s: %d fold(s), seeds %s",
-        cfg["head"]["name"],
+        cfg.head_name,
         cache,
         data.feature_dim,
         cls.input_kind,
         labels.source,
         len(labels.folds),
-        cfg["train"]["seeds"],
+        cfg.train.seeds,
     )
     trainer = Trainer(cfg, data, head_opts, device, checkpoints)
     for i, fold in enumerate(labels.folds):
@@ -434,17 +444,17 @@ def _train(
     trainer.preds.write(run_dir / "predictions.csv")
     sidecar = {
         "format": 1,
-        "head": cfg["head"]["name"],
-        "head_options": head_opts,
+        "head": cfg.head_name,
+        "head_options": head_opts.plain(),
         "input_kind": cls.input_kind,
         "in_dim": data.feature_dim,
         "label_scale": scale,
-        "seeds": cfg["train"]["seeds"],
+        "seeds": list(cfg.train.seeds),
         "folds": [f.name for f in labels.folds],
         "eval_seeds": {f.name: eval_seed_of(i) for i, f in enumerate(labels.folds)},
         "score_ranges": {f.name: list(labels.score_range(f)) for f in labels.folds},
         "epochs": trainer.selected,
-        "standardize": bool(cfg["data"]["standardize"]),
+        "standardize": cfg.data.standardize,
         "sigma_scale": trainer.sigma_scale,
         "labels": labels.source,
         "cache": {"path": cache, "cache_key": fs.cache_key, "key_fields": fs.key_fields},
@@ -453,7 +463,7 @@ def _train(
     if trainer.clip_records:
         rundir.write_clip_outputs(run_dir / "clip_outputs.h5", trainer.clip_records)
     ranges = {f.name: labels.score_range(f) for f in labels.folds}
-    metrics = summarize(trainer.preds, ranges, scale, int(cfg["eval"]["bootstrap"]))
+    metrics = summarize(trainer.preds, ranges, scale, cfg.eval.bootstrap)
     metrics.update(run_info(cfg, cache, labels, time.perf_counter() - t0))
     if trainer.sigma_scale:
         metrics["sigma_scale"] = trainer.sigma_scale
@@ -472,14 +482,14 @@ def _train(
     return metrics
 
 
-def run_info(cfg: dict[str, Any], cache: str, labels: LabelSet, seconds: float) -> dict[str, Any]:
+def run_info(cfg: TrainConfig, cache: str, labels: LabelSet, seconds: float) -> dict[str, Any]:
     return {
-        "head": cfg["head"]["name"],
-        "name": cfg.get("name"),
+        "head": cfg.head_name,
+        "name": cfg.name,
         "labels": labels.source,
         "features": cache,
-        "label_scale": cfg["label"]["scale"],
-        "train_epochs": int(cfg["train"]["epochs"]),
+        "label_scale": cfg.label.scale,
+        "train_epochs": cfg.train.epochs,
         "train_seconds": round(seconds, 2),
     }
 

@@ -6,12 +6,12 @@ interaqa and gdlt (long-form heads on clip sequences).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
+from aqa_pipeline.config import did_you_mean
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.base import Head, HeadOptions
 
 _HEADS: dict[str, type[Head]] = {}
 
@@ -37,19 +37,22 @@ def head_class(name: str) -> type[Head]:
     try:
         return _HEADS[name]
     except KeyError:
-        raise AqaError(f"unknown head {name!r}; known heads: {', '.join(list_heads())}") from None
+        raise AqaError(
+            f"unknown head {name!r}{did_you_mean(name, list_heads())}; "
+            f"known heads: {', '.join(list_heads())}"
+        ) from None
 
 
-def build_head(name: str, in_dim: int, **cfg: Any) -> Head:
-    """Instantiate head `name` for `in_dim`-dimensional features with its config keys."""
+def head_options(name: str, options: dict[str, Any] | HeadOptions | None = None) -> HeadOptions:
+    """The validated `head.Options` of head `name` (AqaError naming `head.<key>` otherwise)."""
+    return head_class(name).options(options)
+
+
+def build_head(name: str, in_dim: int, options: HeadOptions | None = None, **kw: Any) -> Head:
+    """Instantiate head `name` for `in_dim`-dimensional features with its options (a validated
+    `Options`, or keywords validated here)."""
     cls = head_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = sorted(k for k in cfg if k not in params) if not takes_any else []
-    if unknown:
-        known = sorted(k for k in params if k not in ("self", "in_dim"))
-        raise AqaError(f"head {name!r}: unknown option(s) {unknown}; it takes {known}")
-    return cls(in_dim, **cfg)
+    return cls(in_dim, cls.options(options, **kw))
 
 
 # importing the modules runs their @register_head
@@ -66,4 +69,4 @@ except ModuleNotFoundError as exc:
     if exc.name != "aqa_pipeline.train.heads.gdlt":
         raise
 
-__all__ = ["Head", "build_head", "head_class", "list_heads", "register_head"]
+__all__ = ["Head", "HeadOptions", "build_head", "head_options", "head_class", "list_heads", "register_head"]

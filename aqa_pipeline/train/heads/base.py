@@ -19,7 +19,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import ConfigDict
 from torch import Tensor, nn
+
+from aqa_pipeline.config import Section, parse
+
+
+class HeadOptions(Section):
+    """A head's options: the keys of the config's `head:` section besides `name`. Each head
+    subclasses it as `Head.Options`, with typed fields, defaults and ranges."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class Head(nn.Module):
@@ -34,9 +44,21 @@ class Head(nn.Module):
             "subscores", "class_id"); the loop checks the labels provide them.
     """
 
+    Options: ClassVar[type[HeadOptions]] = HeadOptions
     input_kind: ClassVar[str] = "video"
     batch_seeds: ClassVar[bool] = False
     requires: tuple[str, ...] = ()  # heads whose needs depend on options set it in __init__
+
+    @classmethod
+    def options(cls, options: HeadOptions | dict[str, Any] | None = None, **kw: Any) -> Any:
+        """Validate options (an Options instance, a dict or keywords) as `cls.Options`;
+        AqaError naming the key `head.<key>` otherwise."""
+        if isinstance(options, cls.Options) and not kw:
+            return options
+        data = {**(options.model_dump() if isinstance(options, HeadOptions) else options or {})}
+        data.update(kw)
+        return parse(cls.Options, data, f"head {getattr(cls, 'head_name', cls.__name__)}",
+                     prefix="head.")  # fmt: skip
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """Return at least "score" (B,); optionally "sigma" (B,), "clip_scores" (B, T),

@@ -1,18 +1,77 @@
-"""Building blocks shared by the heads: the MLP trunk, path combination, difficulty."""
+"""Building blocks shared by the heads: the MLP trunk, path combination, difficulty, and the
+option types several heads' `Options` use (`Hidden`, `Combine`, `PathField`, `ScoreDist`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, get_args
 
 import torch
+from pydantic import ConfigDict, Field, PositiveInt
 from torch import Tensor, nn
 
+from aqa_pipeline.config import Section
 from aqa_pipeline.errors import AqaError
+from aqa_pipeline.train.losses import LongformDAELoss, longform_dae_loss
 
-COMBINE_RULES = ("sum", "middle3")
-PATH_FIELDS = ("judges", "subscores")
+Combine = Literal["sum", "middle3"]  # how multi-path heads total their paths
+PathField = Literal["judges", "subscores"]  # the label field a multi-path head trains on
+COMBINE_RULES: tuple[str, ...] = get_args(Combine)
+PATH_FIELDS: tuple[str, ...] = get_args(PathField)
+# the widths of an MLP trunk (`hidden: [256, 128]`); empty = no hidden layer
+Hidden = Annotated[tuple[PositiveInt, ...], Field(description="MLP trunk widths")]
+
+
+class ScoreDist(Section):
+    """The score distribution of the long-form heads (gdlt, interaqa): `head.score_dist`.
+
+    kind: "none" (the papers' MSE) or "dae" (a sigma per video from an extra logvar output,
+        trained with the DAE likelihood instead of the MSE).
+    loss: the DAE likelihood's form: "weighted" (variance-weighted, `weighted_likelihood_loss`)
+        or "likelihood" (plain, `dae_likelihood_loss`).
+    alpha, beta: the likelihood's weights, alpha * (g - mu)^2 / sigma^2 + beta * log sigma^2.
+
+    In a config, a plain string is the kind: `score_dist: dae` = `score_dist: {kind: dae}`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["none", "dae"] = "none"
+    loss: LongformDAELoss = "weighted"
+    alpha: float = Field(0.6, gt=0)
+    beta: float = Field(0.4, ge=0)
+
+    @property
+    def dae(self) -> bool:
+        return self.kind == "dae"
+
+    @staticmethod
+    def shorthand(value: Any) -> Any:
+        """`score_dist: dae` -> {"kind": "dae"}; anything else unchanged (for the heads'
+        `field_validator("score_dist", mode="before")`)."""
+        return {"kind": value} if isinstance(value, str) else value
+
+    def loss_value(self, mu: Tensor, logvar: Tensor, target: Tensor) -> Tensor:
+        """The DAE loss of predictions mu (B,), logvar (B,) against target (B,)."""
+        return longform_dae_loss(self.loss, mu, logvar, target, self.alpha, self.beta)
+
+
+# the flat options the long-form heads had before `score_dist` became a section
+RENAMED_SCORE_DIST_KEYS = {"dae_loss": "loss", "dae_alpha": "alpha", "dae_beta": "beta"}
+
+
+def refuse_renamed_score_dist_keys(data: Any) -> Any:
+    """A before-validator of the long-form heads' Options: the old flat keys dae_loss,
+    dae_alpha, dae_beta get an error naming their new place, head.score_dist.<key>."""
+    if isinstance(data, Mapping):
+        for old, new in RENAMED_SCORE_DIST_KEYS.items():
+            if old in data:
+                raise ValueError(
+                    f"unknown key head.{old}; it is now head.score_dist.{new} (e.g. --set "
+                    f"head.score_dist.kind=dae --set head.score_dist.{new}={data[old]})"
+                )
+    return data
 
 
 class Dense(nn.Module):
@@ -69,11 +128,6 @@ def mlp_trunk(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
         layers += [Dense(width, int(h)), nn.ReLU()]
         width = int(h)
     return nn.Sequential(*layers)
-
-
-def check_choice(head: str, option: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise AqaError(f"{head}: {option} must be one of {list(choices)}, got {value!r}")
 
 
 def combine_paths(mean: Tensor, var: Tensor, rule: str) -> tuple[Tensor, Tensor]:

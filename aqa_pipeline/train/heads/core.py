@@ -18,7 +18,6 @@ their variances plus the variance of their means.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,9 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aqa_pipeline.train.heads import register_head
-from aqa_pipeline.train.heads.base import Head
-from aqa_pipeline.train.heads.common import Dense, difficulty, mlp_trunk
-from aqa_pipeline.train.heads.dae import DAEOptions, GaussianOutput
+from aqa_pipeline.train.heads.base import Head, HeadOptions
+from aqa_pipeline.train.heads.common import Dense, Hidden, difficulty, mlp_trunk
+from aqa_pipeline.train.heads.dae import DAELossOptions, GaussianOutput
 
 
 def split_pairs(x: Tensor, use_difficulty: bool) -> tuple[Tensor, Tensor]:
@@ -40,24 +39,37 @@ def split_pairs(x: Tensor, use_difficulty: bool) -> tuple[Tensor, Tensor]:
     return torch.cat([x[..., :d2], base[..., None]], dim=-1), base
 
 
+class PairOptions(HeadOptions):
+    """hidden: the pair MLP's widths; difficulty: exemplar bases divided by their difficulty
+    degree, predictions multiplied by the query's."""
+
+    hidden: Hidden = (256, 128)
+    difficulty: bool = False
+
+
 class PairHead(Head):
     input_kind = "pairs"
     batch_seeds = True
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], difficulty: bool):
+    def __init__(self, in_dim: int, o: PairOptions):
         super().__init__()
-        self.use_difficulty = bool(difficulty)
+        self.opts = o
+        self.use_difficulty = o.difficulty
         self.requires = ("difficulty",) if self.use_difficulty else ()
-        self.trunk = mlp_trunk(2 * in_dim + 1, hidden)
-        self.width = int(hidden[-1]) if hidden else 2 * in_dim + 1
+        self.trunk = mlp_trunk(2 * in_dim + 1, o.hidden)
+        self.width = o.hidden[-1] if o.hidden else 2 * in_dim + 1
 
 
 @register_head("core")
 class CoReHead(PairHead):
     """Pairs -> per-exemplar predictions (B, M); score = their mean (B,), before x DD."""
 
-    def __init__(self, in_dim: int, hidden: Sequence[int] = (256, 128), difficulty: bool = False):
-        super().__init__(in_dim, hidden, difficulty)
+    class Options(PairOptions):
+        """PairOptions: hidden, difficulty."""
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
+        super().__init__(in_dim, o)
         self.delta = Dense(self.width, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
@@ -79,18 +91,12 @@ class CoReHead(PairHead):
 class DAECoReHead(PairHead):
     """Pairs -> a Gaussian on delta per exemplar; score = mixture mean (B,), before x DD."""
 
-    def __init__(
-        self,
-        in_dim: int,
-        hidden: Sequence[int] = (256, 128),
-        difficulty: bool = False,
-        loss: str = "stable",
-        alpha: float | None = None,
-        beta: float | None = None,
-        predict: str = "mean",
-    ):
-        super().__init__(in_dim, hidden, difficulty)
-        self.opts = DAEOptions("dae_core", loss, alpha, beta, predict)
+    class Options(PairOptions, DAELossOptions):
+        """PairOptions (hidden, difficulty) and DAELossOptions (loss, alpha, beta, predict)."""
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
+        super().__init__(in_dim, o)
         self.gauss = GaussianOutput(self.width)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:

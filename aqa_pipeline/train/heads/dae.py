@@ -10,37 +10,50 @@ reports); sigma is reported with every prediction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from aqa_pipeline.train.heads import register_head
-from aqa_pipeline.train.heads.base import Head
-from aqa_pipeline.train.heads.common import Dense, check_choice, mlp_trunk
-from aqa_pipeline.train.losses import DAE_LOSSES, dae_loss
+from aqa_pipeline.train.heads.base import Head, HeadOptions
+from aqa_pipeline.train.heads.common import Dense, Hidden, mlp_trunk
+from aqa_pipeline.train.losses import DAELoss, dae_loss
 
-PREDICTIONS = ("mean", "sample")
+Prediction = Literal["mean", "sample"]
+PREDICTIONS: tuple[str, ...] = get_args(Prediction)
 # (alpha, beta) when the config leaves them out
 DEFAULT_WEIGHTS = {"stable": (1.0, 1.0), "v1": (1.0, 1.0), "likelihood": (0.6, 0.4)}
 
 
-class DAEOptions:
-    """The loss and prediction options shared by dae, dae_mt and dae_core."""
+class DAELossOptions(HeadOptions):
+    """The loss and prediction options shared by dae, dae_mt and dae_core.
 
-    def __init__(self, head: str, loss: str, alpha: float | None, beta: float | None, predict: str):
-        check_choice(head, "loss", loss, DAE_LOSSES)
-        check_choice(head, "predict", predict, PREDICTIONS)
-        a, b = DEFAULT_WEIGHTS[loss]
-        self.loss = loss
-        self.alpha = float(a if alpha is None else alpha)
-        self.beta = float(b if beta is None else beta)
-        self.predict = predict
+    loss: "stable" (the authors' code), "v1" (the v1 paper's schedule) or "likelihood".
+    alpha, beta: the loss's weights; left out (None), the loss's defaults (DEFAULT_WEIGHTS:
+        1, 1 for stable and v1; 0.6, 0.4 for likelihood). `weights` gives the values used.
+    predict: the reported score, "mean" (mu) or "sample" (y = mu + sigma * eps).
+    """
+
+    loss: DAELoss = "stable"
+    alpha: float | None = Field(None, ge=0)
+    beta: float | None = Field(None, ge=0)
+    predict: Prediction = "mean"
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        """(alpha, beta) with the loss's defaults filled in."""
+        a, b = DEFAULT_WEIGHTS[self.loss]
+        return (
+            float(a if self.alpha is None else self.alpha),
+            float(b if self.beta is None else self.beta),
+        )
 
     def loss_value(
         self, sample: Tensor, mu: Tensor, logvar: Tensor, target: Tensor, epoch: int
     ) -> Tensor:
+        alpha, beta = self.weights
         return dae_loss(
             self.loss,
             sample=sample,
@@ -48,8 +61,8 @@ class DAEOptions:
             logvar=logvar,
             target=target,
             epoch=epoch,
-            alpha=self.alpha,
-            beta=self.beta,
+            alpha=alpha,
+            beta=beta,
         )
 
 
@@ -78,19 +91,15 @@ class DAEHead(Head):
 
     batch_seeds = True
 
-    def __init__(
-        self,
-        in_dim: int,
-        hidden: Sequence[int] = (256, 128),
-        loss: str = "stable",
-        alpha: float | None = None,
-        beta: float | None = None,
-        predict: str = "mean",
-    ):
+    class Options(DAELossOptions):
+        hidden: Hidden = (256, 128)
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
         super().__init__()
-        self.opts = DAEOptions("dae", loss, alpha, beta, predict)
-        self.trunk = mlp_trunk(in_dim, hidden)
-        self.gauss = GaussianOutput(int(hidden[-1]) if hidden else in_dim)
+        self.opts = o
+        self.trunk = mlp_trunk(in_dim, o.hidden)
+        self.gauss = GaussianOutput(o.hidden[-1] if o.hidden else in_dim)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         out = {k: v.squeeze(-1) for k, v in self.gauss(self.trunk(x)).items()}

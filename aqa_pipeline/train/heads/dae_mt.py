@@ -14,24 +14,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import PositiveInt, model_validator
 from torch import Tensor, nn
 
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head
-from aqa_pipeline.train.heads.common import (
-    COMBINE_RULES,
-    PATH_FIELDS,
-    check_choice,
-    combine_paths,
-    difficulty,
-    mlp_trunk,
-)
-from aqa_pipeline.train.heads.dae import DAEOptions, GaussianOutput
+from aqa_pipeline.train.heads.common import Combine, Hidden, combine_paths, difficulty, mlp_trunk
+from aqa_pipeline.train.heads.dae import DAELossOptions, GaussianOutput
 
 
 @register_head("dae_mt")
@@ -41,39 +34,49 @@ class DAEMTHead(Head):
 
     batch_seeds = True
 
-    def __init__(
-        self,
-        in_dim: int,
-        hidden: Sequence[int] = (256, 128),
-        difficulty: bool = True,
-        paths: str = "none",
-        num_paths: int | None = None,
-        combine: str = "sum",
-        loss: str = "stable",
-        alpha: float | None = None,
-        beta: float | None = None,
-        predict: str = "mean",
-    ):
+    class Options(DAELossOptions):
+        """hidden: each path's trunk. difficulty: multiply by the difficulty degree.
+        paths: "none" (one path on the total), "judges" or "subscores" (one path per column
+        of that label field). num_paths: the number of paths; for judges / subscores the
+        training loop fills it from the labels, so a config leaves it out (it is ignored
+        with paths none). combine: how the paths add up, "sum" or "middle3" (>= 3 paths).
+        Plus loss, alpha, beta, predict (`DAELossOptions`)."""
+
+        hidden: Hidden = (256, 128)
+        difficulty: bool = True
+        paths: Literal["none", "judges", "subscores"] = "none"
+        num_paths: PositiveInt | None = None
+        combine: Combine = "sum"
+
+        @model_validator(mode="after")
+        def _middle3_needs_3_paths(self) -> DAEMTHead.Options:
+            n = 1 if self.paths == "none" else self.num_paths
+            if self.combine == "middle3" and n is not None and n < 3:
+                raise ValueError(
+                    f"head.combine=middle3 needs at least 3 paths, got {n} (head.paths={self.paths})"
+                )
+            return self
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
         super().__init__()
-        self.opts = DAEOptions("dae_mt", loss, alpha, beta, predict)
-        check_choice("dae_mt", "paths", paths, ("none", *PATH_FIELDS))
-        check_choice("dae_mt", "combine", combine, COMBINE_RULES)
-        if paths == "none":
+        self.opts = o
+        if o.paths == "none":
             num_paths = 1
-        elif not num_paths or num_paths < 1:
+        elif o.num_paths is None:
             raise AqaError(
-                f"dae_mt: paths={paths} needs num_paths (the loop fills it from the labels)"
+                f"dae_mt: paths={o.paths} needs num_paths (the loop fills it from the labels)"
             )
-        if combine == "middle3" and num_paths < 3:
-            raise AqaError(f"dae_mt: combine=middle3 needs at least 3 paths, got {num_paths}")
-        self.use_difficulty = bool(difficulty)
-        self.paths, self.combine, self.num_paths = paths, combine, int(num_paths)
+        else:
+            num_paths = o.num_paths
+        self.use_difficulty = o.difficulty
+        self.paths, self.combine, self.num_paths = o.paths, o.combine, num_paths
         self.requires = (("difficulty",) if self.use_difficulty else ()) + (
-            (paths,) if paths != "none" else ()
+            (o.paths,) if o.paths != "none" else ()
         )
-        width = int(hidden[-1]) if hidden else in_dim
+        width = o.hidden[-1] if o.hidden else in_dim
         self.path_nets = nn.ModuleList(
-            nn.Sequential(mlp_trunk(in_dim, hidden), GaussianOutput(width))
+            nn.Sequential(mlp_trunk(in_dim, o.hidden), GaussianOutput(width))
             for _ in range(self.num_paths)
         )
 

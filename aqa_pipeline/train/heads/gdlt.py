@@ -16,25 +16,31 @@ time). Interpretability: the grade queries' cross-attention over the clips in th
 decoder layer splits the score exactly into clip weights c_t = sum_i p_i A_it and clip scores
 sum_i p_i v_i A_it / c_t, with sum_t c_t * clip_score_t = score.
 
-score_dist "dae" (not in the paper) adds a DAE output: logvar = Linear(G * d, 1) of the
-decoded grade queries, sigma = exp(logvar / 2); the score (the Likert sum) is the mean, and
-the MSE is replaced by the DAE likelihood (dae_alpha 0.6, dae_beta 0.4). dae_loss "weighted"
-(default) is its variance-weighted form (`weighted_likelihood_loss`); "likelihood", the plain
-form, diverged within 3 epochs on Fis-V TES under GDLT's SGD at lr 1e-2.
+`score_dist` (not in the paper; the `ScoreDist` section shared with InterAQA): kind "dae"
+(`score_dist: dae` for short) adds a DAE output: logvar = Linear(G * d, 1) of the decoded
+grade queries, sigma = exp(logvar / 2); the score (the Likert sum) is the mean, and the MSE is
+replaced by the DAE likelihood (score_dist.alpha 0.6, score_dist.beta 0.4). score_dist.loss
+"weighted" (default) is its variance-weighted form (`weighted_likelihood_loss`); "likelihood",
+the plain form, diverged within 3 epochs on Fis-V TES under GDLT's SGD at lr 1e-2.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 from torch import Tensor, nn
 
-from aqa_pipeline.errors import AqaError
 from aqa_pipeline.train.heads import register_head
-from aqa_pipeline.train.heads.base import Head
-from aqa_pipeline.train.heads.common import use_fast_dropout
+from aqa_pipeline.train.heads.base import Head, HeadOptions
+from aqa_pipeline.train.heads.common import (
+    ScoreDist,
+    refuse_renamed_score_dist_keys,
+    use_fast_dropout,
+)
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
-from aqa_pipeline.train.losses import LONGFORM_DAE_LOSSES, longform_dae_loss
 from aqa_pipeline.train.losses_longform import hardest_triplet_loss
 
 
@@ -84,35 +90,50 @@ class GDLT(Head):
 
     input_kind = "clips"
 
-    def __init__(
-        self,
-        in_dim: int,
-        hidden_dim: int = 256,
-        num_heads: int = 1,
-        num_encoder_layers: int = 1,
-        num_decoder_layers: int = 2,
-        num_grades: int = 4,
-        ffn_dim: int | None = None,
-        dropout: float = 0.7,
-        alpha: float = 0.5,
-        margin: float = 1.0,
-        score_dist: str = "none",
-        dae_alpha: float = 0.6,
-        dae_beta: float = 0.4,
-        dae_loss: str = "weighted",
-    ):
+    class Options(HeadOptions):
+        """hidden_dim: d of the transformer (divisible by num_heads); ffn_dim: its FFN width
+        (None: 3 * hidden_dim); num_grades: G >= 2 grade queries; dropout: in [0, 1);
+        alpha: the triplet loss's weight (0: MSE alone); margin: its margin; score_dist:
+        `ScoreDist` (a string is its kind)."""
+
+        hidden_dim: PositiveInt = 256
+        num_heads: PositiveInt = 1
+        num_encoder_layers: NonNegativeInt = 1
+        num_decoder_layers: PositiveInt = 2
+        num_grades: int = Field(4, ge=2)
+        ffn_dim: PositiveInt | None = None
+        dropout: float = Field(0.7, ge=0, lt=1)
+        alpha: float = Field(0.5, ge=0)
+        margin: float = Field(1.0, ge=0)
+        score_dist: ScoreDist = ScoreDist()
+
+        @model_validator(mode="before")
+        @classmethod
+        def _renamed(cls, data: Any) -> Any:
+            return refuse_renamed_score_dist_keys(data)
+
+        @field_validator("score_dist", mode="before")
+        @classmethod
+        def _score_dist_kind(cls, value: Any) -> Any:
+            return ScoreDist.shorthand(value)
+
+        @model_validator(mode="after")
+        def _heads_divide_dim(self) -> GDLT.Options:
+            if self.hidden_dim % self.num_heads:
+                raise ValueError(
+                    f"head.hidden_dim={self.hidden_dim} is not divisible by "
+                    f"head.num_heads={self.num_heads}"
+                )
+            return self
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
         super().__init__()
-        if score_dist not in ("none", "dae"):
-            raise AqaError(f"gdlt: score_dist must be none|dae, got {score_dist!r}")
-        if dae_loss not in LONGFORM_DAE_LOSSES:
-            raise AqaError(f"gdlt: dae_loss must be weighted|likelihood, got {dae_loss!r}")
-        if num_grades < 2:
-            raise AqaError(f"gdlt: num_grades must be at least 2, got {num_grades}")
-        ffn_dim = ffn_dim or 3 * hidden_dim
-        self.alpha, self.margin = float(alpha), float(margin)
-        self.score_dist = score_dist
-        self.dae_alpha, self.dae_beta = float(dae_alpha), float(dae_beta)
-        self.dae_loss = dae_loss
+        self.opts = o
+        hidden_dim, num_heads, num_grades = o.hidden_dim, o.num_heads, o.num_grades
+        ffn_dim, dropout = o.ffn_dim or 3 * hidden_dim, o.dropout
+        self.alpha, self.margin = o.alpha, o.margin
+        self.score_dist = o.score_dist
 
         self.proj1 = nn.Linear(in_dim, in_dim // 2)
         self.bn1 = MaskedBatchNorm1d(in_dim // 2)
@@ -120,12 +141,12 @@ class GDLT(Head):
         self.bn2 = MaskedBatchNorm1d(hidden_dim)
         self.encoder = nn.ModuleList(
             nn.TransformerEncoderLayer(hidden_dim, num_heads, ffn_dim, dropout, batch_first=True)
-            for _ in range(num_encoder_layers)
+            for _ in range(o.num_encoder_layers)
         )
         self.encoder_norm = nn.LayerNorm(hidden_dim)
         self.decoder = nn.ModuleList(
             PostNormDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout)
-            for _ in range(num_decoder_layers)
+            for _ in range(o.num_decoder_layers)
         )
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         # nn.Transformer's initialisation: xavier on every matrix of the encoder and decoder
@@ -136,7 +157,7 @@ class GDLT(Head):
         self.grade_queries = nn.Embedding(num_grades, hidden_dim)
         self.regressor = nn.Linear(hidden_dim, num_grades)
         self.register_buffer("grade_values", torch.linspace(0, 1, num_grades))
-        if score_dist == "dae":
+        if self.score_dist.dae:
             self.logvar_head = nn.Linear(num_grades * hidden_dim, 1)
         use_fast_dropout(self)
 
@@ -171,7 +192,7 @@ class GDLT(Head):
             "grade_probs": p,
             "embed": q,
         }
-        if self.score_dist == "dae":
+        if self.score_dist.dae:
             logvar = self.logvar_head(q.reshape(b, -1)).squeeze(-1).float()
             result["logvar"] = logvar
             result["sigma"] = torch.exp(0.5 * logvar)
@@ -180,10 +201,8 @@ class GDLT(Head):
     def loss(self, out: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
         """MSE (or the DAE likelihood) + alpha * hardest-triplet loss over the grade queries."""
         target = batch["target"].float()
-        if self.score_dist == "dae":
-            main = longform_dae_loss(
-                self.dae_loss, out["score"], out["logvar"], target, self.dae_alpha, self.dae_beta
-            )
+        if self.score_dist.dae:
+            main = self.score_dist.loss_value(out["score"], out["logvar"], target)
         else:
             main = F.mse_loss(out["score"], target)
         if self.alpha == 0:

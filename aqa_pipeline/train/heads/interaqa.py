@@ -31,29 +31,38 @@ Padding: x is (B, T, D) with mask (B, T), True = real clip. Padded clips are nev
 to (key padding masks in self- and cross-attention), get weight 0, and are left out of the
 attention loss, so padding changes no output of the real clips.
 
-score_dist "dae" (not in the paper) adds a DAE output: logvar from an MLP (D -> 256 -> 1) of
-the clip-weighted mean of the decoder outputs, sigma = exp(logvar / 2); the score is the
-mean, and the MSE is replaced by the DAE likelihood (dae_alpha 0.6, dae_beta 0.4), by
-default in its variance-weighted form (dae_loss "weighted"; "likelihood" is the plain one).
+`score_dist` (not in the paper; the `ScoreDist` section shared with GDLT): kind "dae"
+(`score_dist: dae` for short) adds a DAE output: logvar from an MLP (D -> 256 -> 1) of the
+clip-weighted mean of the decoder outputs, sigma = exp(logvar / 2); the score is the mean,
+and the MSE is replaced by the DAE likelihood (score_dist.alpha 0.6, score_dist.beta 0.4), by
+default in its variance-weighted form (score_dist.loss "weighted"; "likelihood" is the plain
+one).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from torch import Tensor, nn
 
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.train.heads import register_head
-from aqa_pipeline.train.heads.base import Head
-from aqa_pipeline.train.heads.common import use_fast_dropout
+from aqa_pipeline.train.heads.base import Head, HeadOptions
+from aqa_pipeline.train.heads.common import (
+    ScoreDist,
+    refuse_renamed_score_dist_keys,
+    use_fast_dropout,
+)
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
-from aqa_pipeline.train.losses import LONGFORM_DAE_LOSSES, longform_dae_loss
 from aqa_pipeline.train.losses_longform import attention_gram_kl
 
+Query = Literal["noise", "learned", "shared"]
+Residual = Literal["dropped", "standard"]
+# what query, pos_adds_query0 and self_attn_residual are when the config leaves them out
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "query": "noise",
@@ -132,66 +141,73 @@ class InterAQA(Head):
 
     input_kind = "clips"
 
-    def __init__(
-        self,
-        in_dim: int,
-        preset: str = "paper",
-        num_layers: int = 2,
-        num_heads: int = 4,
-        ffn_dim: int = 1024,
-        dropout: float = 0.7,
-        query: str | None = None,
-        query_var: float = 5.0,
-        max_queries: int = 1024,
-        pos_adds_query0: bool | None = None,
-        self_attn_residual: str | None = None,
-        attn_loss_weight: float = 1.0,
-        pred_noise: float = 0.05,
-        score_dist: str = "none",
-        dae_alpha: float = 0.6,
-        dae_beta: float = 0.4,
-        dae_loss: str = "weighted",
-    ):
+    class Options(HeadOptions):
+        """preset: "paper" or "clean", the defaults of query, pos_adds_query0 and
+        self_attn_residual (None = the preset's; see the module docstring and PRESETS).
+        query_var: the noise queries' std; max_queries: the longest clip sequence;
+        attn_loss_weight: the attention loss's weight; pred_noise: the std of the noise on
+        the predictions in the loss; dropout: in [0, 1); score_dist: `ScoreDist` (a string
+        is its kind). The feature dim must be divisible by num_heads (checked on build)."""
+
+        preset: Literal["paper", "clean"] = "paper"
+        num_layers: PositiveInt = 2
+        num_heads: PositiveInt = 4
+        ffn_dim: PositiveInt = 1024
+        dropout: float = Field(0.7, ge=0, lt=1)
+        query: Query | None = None
+        query_var: float = Field(5.0, ge=0)
+        max_queries: PositiveInt = 1024
+        pos_adds_query0: bool | None = None
+        self_attn_residual: Residual | None = None
+        attn_loss_weight: float = Field(1.0, ge=0)
+        pred_noise: float = Field(0.05, ge=0)
+        score_dist: ScoreDist = ScoreDist()
+
+        @model_validator(mode="before")
+        @classmethod
+        def _renamed(cls, data: Any) -> Any:
+            return refuse_renamed_score_dist_keys(data)
+
+        @field_validator("score_dist", mode="before")
+        @classmethod
+        def _score_dist_kind(cls, value: Any) -> Any:
+            return ScoreDist.shorthand(value)
+
+        def resolved(self, key: str) -> Any:
+            """query, pos_adds_query0 or self_attn_residual: as given, else the preset's."""
+            value = getattr(self, key)
+            return PRESETS[self.preset][key] if value is None else value
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
         super().__init__()
-        if preset not in PRESETS:
-            raise AqaError(f"interaqa: preset must be one of {sorted(PRESETS)}, got {preset!r}")
-        opts = dict(PRESETS[preset])
-        given = {
-            "query": query,
-            "pos_adds_query0": pos_adds_query0,
-            "self_attn_residual": self_attn_residual,
-        }
-        opts.update({k: v for k, v in given.items() if v is not None})
-        if opts["query"] not in ("noise", "learned", "shared"):
-            raise AqaError(f"interaqa: query must be noise|learned|shared, got {opts['query']!r}")
-        if score_dist not in ("none", "dae"):
-            raise AqaError(f"interaqa: score_dist must be none|dae, got {score_dist!r}")
-        if dae_loss not in LONGFORM_DAE_LOSSES:
-            raise AqaError(f"interaqa: dae_loss must be weighted|likelihood, got {dae_loss!r}")
-        if in_dim % num_heads:
-            raise AqaError(f"interaqa: feature dim {in_dim} is not divisible by {num_heads} heads")
-        self.query = opts["query"]
-        self.pos_adds_query0 = bool(opts["pos_adds_query0"])
-        self.query_var = float(query_var)
-        self.max_queries = int(max_queries)
-        self.attn_loss_weight = float(attn_loss_weight)
-        self.pred_noise = float(pred_noise)
-        self.score_dist = score_dist
-        self.dae_alpha, self.dae_beta = float(dae_alpha), float(dae_beta)
-        self.dae_loss = dae_loss
+        self.opts = o
+        if in_dim % o.num_heads:
+            raise AqaError(
+                f"interaqa: feature dim {in_dim} is not divisible by {o.num_heads} heads"
+            )
+        self.query = o.resolved("query")
+        self.pos_adds_query0 = bool(o.resolved("pos_adds_query0"))
+        self.query_var = o.query_var
+        self.max_queries = o.max_queries
+        self.attn_loss_weight = o.attn_loss_weight
+        self.pred_noise = o.pred_noise
+        self.score_dist = o.score_dist
+        residual = o.resolved("self_attn_residual")
+        num_heads, ffn_dim, dropout = o.num_heads, o.ffn_dim, o.dropout
 
         if self.query == "learned":
             self.query_embed = nn.Parameter(torch.randn(self.max_queries, in_dim))
         elif self.query == "shared":
             self.query_embed = nn.Parameter(torch.randn(1, in_dim))
         self.layers = nn.ModuleList(
-            PreNormDecoderLayer(in_dim, num_heads, ffn_dim, dropout, opts["self_attn_residual"])
-            for _ in range(num_layers)
+            PreNormDecoderLayer(in_dim, num_heads, ffn_dim, dropout, residual)
+            for _ in range(o.num_layers)
         )
         self.norm = nn.LayerNorm(in_dim)
         self.score_mlp = mlp_1024_512_256_1(in_dim)
         self.weight_mlp = mlp_1024_512_256_1(in_dim)
-        if score_dist == "dae":
+        if self.score_dist.dae:
             self.logvar_mlp = nn.Sequential(nn.Linear(in_dim, 256), nn.ReLU(), nn.Linear(256, 1))
         self.register_buffer("pe", sinusoid_table(self.max_queries, in_dim), persistent=False)
         use_fast_dropout(self)
@@ -240,7 +256,7 @@ class InterAQA(Head):
         }
         if pad is not None:
             result["mask"] = ~pad  # for the attention loss
-        if self.score_dist == "dae":
+        if self.score_dist.dae:
             pooled = (weights[..., None] * out.float()).sum(dim=1)
             logvar = self.logvar_mlp(pooled).squeeze(-1).float()
             result["logvar"] = logvar
@@ -253,10 +269,8 @@ class InterAQA(Head):
         pred = out["score"]
         if self.training and self.pred_noise > 0:
             pred = pred + torch.randn_like(pred) * self.pred_noise
-        if self.score_dist == "dae":
-            main = longform_dae_loss(
-                self.dae_loss, pred, out["logvar"], target, self.dae_alpha, self.dae_beta
-            )
+        if self.score_dist.dae:
+            main = self.score_dist.loss_value(pred, out["logvar"], target)
         else:
             main = F.mse_loss(pred, target)
         if self.attn_loss_weight == 0:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from aqa_pipeline.train.heads import register_head
-from aqa_pipeline.train.heads.base import Head
-from aqa_pipeline.train.heads.common import Dense, mlp_trunk
+from aqa_pipeline.train.heads.base import Head, HeadOptions
+from aqa_pipeline.train.heads.common import Dense, Hidden, mlp_trunk
 
 
 @register_head("mlp")
@@ -19,10 +18,15 @@ class MLPHead(Head):
 
     batch_seeds = True
 
-    def __init__(self, in_dim: int, hidden: Sequence[int] = (256, 128)):
+    class Options(HeadOptions):
+        hidden: Hidden = (256, 128)
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
         super().__init__()
-        self.trunk = mlp_trunk(in_dim, hidden)
-        self.out = Dense(int(hidden[-1]) if hidden else in_dim, 1)
+        self.opts = o
+        self.trunk = mlp_trunk(in_dim, o.hidden)
+        self.out = Dense(o.hidden[-1] if o.hidden else in_dim, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         return {"score": self.out(self.trunk(x)).squeeze(-1)}

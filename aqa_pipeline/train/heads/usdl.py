@@ -19,35 +19,48 @@ execution score final / DD.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
+from pydantic import AfterValidator, Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.train.heads import register_head
-from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import (
-    COMBINE_RULES,
-    PATH_FIELDS,
+    Combine,
     Dense,
-    check_choice,
+    Hidden,
+    PathField,
     combine_paths,
     difficulty,
     mlp_trunk,
 )
 from aqa_pipeline.train.losses import gaussian_soft_labels, soft_label_kl
 
-READOUTS = ("argmax", "mean")
+Readout = Literal["argmax", "mean"]
+READOUTS: tuple[str, ...] = get_args(Readout)
+
+
+def _lo_below_hi(value: tuple[float, float]) -> tuple[float, float]:
+    if not value[1] > value[0]:
+        raise ValueError(f"head.score_range needs lo < hi, got [{value[0]}, {value[1]}]")
+    return value
+
+
+# [lo, hi] of the score bins, in training-target units
+ScoreRange = Annotated[tuple[float, float], AfterValidator(_lo_below_hi)]
+NumBins = Annotated[int, Field(ge=2)]
+BinStd = Annotated[float, Field(gt=0)]  # the soft labels' std, in bins
 
 
 class ScoreBins:
-    """K evenly spaced bin values over [lo, hi] and the soft labels around a target."""
+    """K evenly spaced bin values over [lo, hi] and the soft labels around a target
+    (the head's Options check lo < hi, num_bins >= 2, std > 0)."""
 
-    def __init__(self, head: str, score_range: Sequence[float], num_bins: int, std: float):
+    def __init__(self, score_range: Sequence[float], num_bins: int, std: float):
         lo, hi = (float(v) for v in score_range)
-        if not hi > lo or num_bins < 2 or std <= 0:
-            raise AqaError(f"{head}: need score_range lo < hi, num_bins >= 2, std > 0")
         self.lo, self.hi, self.num_bins, self.std = lo, hi, int(num_bins), float(std)
 
     def values(self, like: Tensor) -> Tensor:
@@ -76,23 +89,26 @@ class USDLHead(Head):
 
     batch_seeds = True
 
-    def __init__(
-        self,
-        in_dim: int,
-        hidden: Sequence[int] = (256, 128),
-        score_range: Sequence[float] = (0.0, 104.5),
-        num_bins: int = 101,
-        std: float = 5.0,
-        readout: str = "argmax",
-        difficulty: bool = False,
-    ):
+    class Options(HeadOptions):
+        """score_range: [lo, hi] of the bins (target units); num_bins: K >= 2; std: the soft
+        labels' std in bins; readout: "argmax" or "mean"; difficulty: bins cover final / DD."""
+
+        hidden: Hidden = (256, 128)
+        score_range: ScoreRange = (0.0, 104.5)
+        num_bins: NumBins = 101
+        std: BinStd = 5.0
+        readout: Readout = "argmax"
+        difficulty: bool = False
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
         super().__init__()
-        check_choice("usdl", "readout", readout, READOUTS)
-        self.bins = ScoreBins("usdl", score_range, num_bins, std)
-        self.readout, self.use_difficulty = readout, bool(difficulty)
+        self.opts = o
+        self.bins = ScoreBins(o.score_range, o.num_bins, o.std)
+        self.readout, self.use_difficulty = o.readout, o.difficulty
         self.requires = ("difficulty",) if self.use_difficulty else ()
-        self.trunk = mlp_trunk(in_dim, hidden)
-        self.logits = Dense(int(hidden[-1]) if hidden else in_dim, self.bins.num_bins)
+        self.trunk = mlp_trunk(in_dim, o.hidden)
+        self.logits = Dense(o.hidden[-1] if o.hidden else in_dim, self.bins.num_bins)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         log_probs = torch.log_softmax(self.logits(self.trunk(x)), dim=-1)
@@ -114,35 +130,44 @@ class MUSDLHead(Head):
 
     batch_seeds = True
 
-    def __init__(
-        self,
-        in_dim: int,
-        hidden: Sequence[int] = (256, 128),
-        paths: str = "judges",
-        num_paths: int | None = None,
-        combine: str = "middle3",
-        score_range: Sequence[float] = (0.0, 10.0),
-        num_bins: int = 21,
-        std: float = 5.0,
-        readout: str = "argmax",
-        difficulty: bool = True,
-    ):
+    class Options(HeadOptions):
+        """paths: the label field with one column per path, "judges" or "subscores";
+        num_paths: their number (the training loop fills it from the labels, so a config
+        leaves it out); combine: "middle3" (>= 3 paths) or "sum". The bin options as usdl's,
+        per path."""
+
+        hidden: Hidden = (256, 128)
+        paths: PathField = "judges"
+        num_paths: PositiveInt | None = None
+        combine: Combine = "middle3"
+        score_range: ScoreRange = (0.0, 10.0)
+        num_bins: NumBins = 21
+        std: BinStd = 5.0
+        readout: Readout = "argmax"
+        difficulty: bool = True
+
+        @model_validator(mode="after")
+        def _middle3_needs_3_paths(self) -> MUSDLHead.Options:
+            if self.combine == "middle3" and self.num_paths is not None and self.num_paths < 3:
+                raise ValueError(
+                    f"head.combine=middle3 needs at least 3 paths, got num_paths={self.num_paths}"
+                )
+            return self
+
+    def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
+        o = self.options(options, **kw)
         super().__init__()
-        check_choice("musdl", "paths", paths, PATH_FIELDS)
-        check_choice("musdl", "combine", combine, COMBINE_RULES)
-        check_choice("musdl", "readout", readout, READOUTS)
-        if not num_paths or num_paths < 1:
+        self.opts = o
+        if o.num_paths is None:
             raise AqaError("musdl: needs num_paths (the loop fills it from the labels)")
-        if combine == "middle3" and num_paths < 3:
-            raise AqaError(f"musdl: combine=middle3 needs at least 3 paths, got {num_paths}")
-        self.bins = ScoreBins("musdl", score_range, num_bins, std)
-        self.paths, self.combine, self.readout = paths, combine, readout
-        self.use_difficulty = bool(difficulty)
-        self.requires = (paths,) + (("difficulty",) if self.use_difficulty else ())
-        width = int(hidden[-1]) if hidden else in_dim
+        self.bins = ScoreBins(o.score_range, o.num_bins, o.std)
+        self.paths, self.combine, self.readout = o.paths, o.combine, o.readout
+        self.use_difficulty = o.difficulty
+        self.requires = (o.paths,) + (("difficulty",) if self.use_difficulty else ())
+        width = o.hidden[-1] if o.hidden else in_dim
         self.path_nets = nn.ModuleList(
-            nn.Sequential(mlp_trunk(in_dim, hidden), Dense(width, self.bins.num_bins))
-            for _ in range(int(num_paths))
+            nn.Sequential(mlp_trunk(in_dim, o.hidden), Dense(width, self.bins.num_bins))
+            for _ in range(o.num_paths)
         )
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
