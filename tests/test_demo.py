@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aqa_pipeline.demo import run_demo
+from aqa_pipeline.cli.demo import run_demo
 from aqa_pipeline.features import read_features
 
 

@@ -65,6 +65,13 @@ def list_adapters() -> list[str]:
     return sorted(_ADAPTERS)
 
 
+def adapter(name: str) -> Adapter:
+    """The registered adapter `name` (its docstring says what it reads)."""
+    if name not in _ADAPTERS:
+        raise AqaError(f"unknown labels adapter {name!r}; known: {', '.join(list_adapters())}")
+    return _ADAPTERS[name]
+
+
 def parse_spec(spec: str) -> tuple[str, Path, dict[str, str]]:
     """'name:path?k=v&k2=v2' -> (name, Path(path), {k: v, ...})."""
     text = str(spec).strip()
@@ -124,6 +131,7 @@ for _optional in ("rg", "logo"):  # the long-form datasets' adapters, when prese
             raise
 
 __all__ = [
+    "adapter",
     "Fold",
     "LabelSet",
     "list_adapters",

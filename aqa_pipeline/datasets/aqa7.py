@@ -102,6 +102,7 @@ def mat_labels(split_dir: Path, wanted: str, id_format: str) -> LabelSet:
 
 @register_adapter("aqa7")
 def load(path: Path, options: dict[str, str]) -> LabelSet:
+    """`aqa7:DIR?class=diving[&id_format=...][&missing=drop]` -> AQA-7 scores, one fold."""
     wanted = options.pop("class", "diving")
     id_format = options.pop("id_format", None)
     missing = _missing_option(options.pop("missing", "error"))

@@ -13,6 +13,7 @@ from aqa_pipeline.datasets.fisv import read_fisv
 
 @register_adapter("fisv")
 def load(path: Path, options: dict[str, str]) -> LabelSet:
+    """`fisv:DIR?target=TES|PCS` -> Fis-V scores (train.txt / test.txt), one fold."""
     target = options.pop("target", "TES")
     no_more_options(options, "fisv", ["target"])
     rows = read_fisv(path, target)

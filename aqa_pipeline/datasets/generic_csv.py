@@ -39,6 +39,7 @@ def _number(text: str, where: str, column: str) -> float:
 
 @register_adapter("csv")
 def load(path: Path, options: dict[str, str]) -> LabelSet:
+    """`csv:FILE.csv` -> video_id,score[,split][,difficulty][,judge_*][,sub_*] rows."""
     test_fraction = options.pop("test_fraction", None)
     split_seed = int(options.pop("split_seed", "0"))
     no_more_options(options, "csv", ["test_fraction", "split_seed"])

@@ -44,6 +44,7 @@ def read_jigsaws(folder: Path) -> tuple[Mapping[str, list], Mapping[str, list]]:
 
 @register_adapter("jigsaws")
 def load(path: Path, options: dict[str, str]) -> LabelSet:
+    """`jigsaws:DIR?task=Suturing[&fold=all|K]` -> GRS scores and sub-scores, 4 folds."""
     task_opt = options.pop("task", "Suturing")
     fold_opt = options.pop("fold", "all")
     id_format = options.pop("id_format", DEFAULT_ID)

@@ -169,6 +169,7 @@ def annotation_table(
 
 @register_adapter("mtl_aqa")
 def load(path: Path, options: dict[str, str]) -> LabelSet:
+    """`mtl_aqa:DIR[?split=0][&id_format=...]` -> MTL-AQA scores, difficulty and judges."""
     split = options.pop("split", "0")
     id_format = options.pop("id_format", DEFAULT_ID)
     annotations = options.pop("annotations", None)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
+from aqa_pipeline.cli.extract import print_summary
+from aqa_pipeline.cli.features import cache_info
 from aqa_pipeline.config import load_config
 from aqa_pipeline.evaluate import evaluate_run
-from aqa_pipeline.extract.cli import print_summary
 from aqa_pipeline.extract.recipe import load_recipe
 from aqa_pipeline.extract.runner import ExtractJob, run_extraction
-from aqa_pipeline.features.cli import cache_info
 from aqa_pipeline.synthetic import make_demo_videos
 from aqa_pipeline.train import run_training
 
@@ -47,7 +47,9 @@ def run_demo(out: Path, n_videos: int = 64, seed: int = 0, workers: int = 1) -> 
     )
     run_dir = out / "run"
     click.echo(f"training DAE on the cached features -> {run_dir}")
-    run_training(load_config(TRAIN_CONFIG, kind="train"), cache, f"csv:{labels}", run_dir, None)
+    run_training(
+        load_config(TRAIN_CONFIG, kind="train"), cache, f"csv:{labels}", run_dir, overwrite=True
+    )
     metrics = evaluate_run(run_dir)
     return {
         "cache": str(cache),

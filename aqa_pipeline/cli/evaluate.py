@@ -66,9 +66,9 @@ def evaluate(
 ) -> None:
     """Recompute metrics.json and report.md of a run (from predictions.csv), or re-score
     its saved heads on a feature cache. Exit 3 when the cache does not fit the heads."""
+    from aqa_pipeline.cli.train import print_summary
     from aqa_pipeline.evaluate.run import evaluate_run
     from aqa_pipeline.launch import format_sweep_table, tabulate_sweep
-    from aqa_pipeline.train.cli import print_summary
 
     if sweep:
         click.echo(format_sweep_table(tabulate_sweep(Path(sweep))))
