@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import csv
 import pickle
+import re
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
+import yaml
+from click.testing import CliRunner
 
-from aqa_pipeline.datasets import load_labels, load_pickle, parse_spec
+from aqa_pipeline.config import parse
+from aqa_pipeline.datasets import (
+    AdapterOptions,
+    adapter,
+    list_adapters,
+    load_labels,
+    load_pickle,
+    parse_options,
+    parse_spec,
+)
 from aqa_pipeline.datasets.manifest import mtl_aqa_manifest
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.features import FeatureSet, VideoRecord
@@ -182,8 +195,117 @@ def test_spec_parsing_and_errors(tmp_path):
         parse_spec("/some/dir")
     with pytest.raises(AqaError, match="does not exist"):
         load_labels(f"mtl_aqa:{tmp_path / 'missing'}")
-    with pytest.raises(AqaError, match=r"unknown option\(s\) \['taks'\]"):
+    with pytest.raises(AqaError, match=r"unknown key jigsaws\?taks \(did you mean task\?\)"):
         load_labels(f"jigsaws:{tmp_path}?taks=Suturing")
+
+
+# --- typed adapter options --------------------------------------------------------------
+
+
+def test_every_adapter_declares_its_options():
+    assert {"aqa7", "csv", "fisv", "jigsaws", "logo", "mtl_aqa", "rg"} <= set(list_adapters())
+    for name in list_adapters():
+        fn = adapter(name)
+        assert isinstance(fn.Options, type) and issubclass(fn.Options, AdapterOptions), name
+        defaults = parse_options(name, {}, "test")  # every option has a default
+        assert isinstance(defaults, fn.Options)
+        assert fn.__doc__ and "Options" in fn.__doc__, f"{name}: document the options"
+    assert set(adapter("aqa7").Options.model_fields) == {"class", "id_format", "missing"}
+    assert parse_options("aqa7", {"class": "Gym_Vault"}, "test").sport == "gym_vault"
+
+
+@pytest.mark.parametrize(
+    "spec,typo,meant",
+    [
+        ("fisv:{d}?targt=TES", "fisv?targt", "target"),
+        ("jigsaws:{d}?folds=0", "jigsaws?folds", "fold"),
+        ("aqa7:{d}?clas=diving", "aqa7?clas", "class"),
+        ("mtl_aqa:{d}?mising=drop", "mtl_aqa?mising", "missing"),
+        ("csv:{d}/l.csv?test_fration=0.2", "csv?test_fration", "test_fraction"),
+        ("rg:{d}?aparatus=Ball", "rg?aparatus", "apparatus"),
+        ("logo:{d}?splt=split3", "logo?splt", "split"),
+    ],
+)
+def test_a_typo_in_an_option_says_did_you_mean(tmp_path, spec, typo, meant):
+    spec = spec.format(d=tmp_path)  # options are checked before any file is read
+    with pytest.raises(AqaError, match=re.escape(f"unknown key {typo} (did you mean {meant}?)")):
+        load_labels(spec)
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("jigsaws:{d}?fold=x", r"jigsaws\?fold = 'x': .*valid integer.* or input should be 'all'"),
+        ("jigsaws:{d}?task=Sewing", r"jigsaws\?task = 'Sewing': input should be 'Suturing'"),
+        ("fisv:{d}?target=total", r"fisv\?target = 'total': input should be 'TES' or 'PCS'"),
+        ("mtl_aqa:{d}?split=first", r"mtl_aqa\?split = 'first': .*valid integer"),
+        ("mtl_aqa:{d}?missing=keep", r"mtl_aqa\?missing = 'keep': input should be 'error' or"),
+        ("aqa7:{d}?class=ski", r"aqa7\?class = 'ski': input should be 'diving'"),
+        ("csv:{d}/l.csv?test_fraction=1.5", r"csv\?test_fraction = '1.5': .*less than 1"),
+        ("csv:{d}/l.csv?test_fraction=0.2&split_seed=s", r"csv\?split_seed = 's': .*integer"),
+        ("rg:{d}?target=score", r"rg\?target = 'score': input should be 'total'"),
+    ],
+)
+def test_a_wrong_option_value_names_the_key_and_what_it_expects(tmp_path, spec, match):
+    spec = spec.format(d=tmp_path)
+    with pytest.raises(AqaError, match=rf"labels spec .*: {match}"):
+        load_labels(spec)
+
+
+def test_query_values_are_converted_by_the_field_types():
+    class Q(AdapterOptions):
+        flag: bool = False
+        n: int = 0
+        mode: Literal["Fast", "slow"] = "slow"
+        items: list[int] = []
+        names: list[Literal["Ball", "Hoop"]] | None = None
+
+    def q(**query: str) -> Q:
+        return parse(Q, query, "test", prefix="q?")
+
+    assert [q(flag=v).flag for v in ("true", "1", "yes", "on", "TRUE")] == [True] * 5
+    assert [q(flag=v).flag for v in ("false", "0", "no", "off")] == [False] * 4
+    assert q(n="3").n == 3 and q(mode="FAST").mode == "Fast"
+    assert q(items="1, 2,3").items == [1, 2, 3] and q(items="7").items == [7]
+    assert q(names="ball,HOOP").names == ["Ball", "Hoop"]
+    with pytest.raises(AqaError, match=r"q\?flag = 'maybe': input should be a valid boolean"):
+        q(flag="maybe")
+    with pytest.raises(AqaError, match=r"q\?items\.1 = 'x': .*valid integer"):
+        q(items="1,x")
+    # the real adapters: ints, choices in any case, a union of int and "all"
+    assert parse_options("jigsaws", {"fold": "2", "task": "knot_tying"}, "t").fold == 2
+    assert parse_options("jigsaws", {"fold": "ALL"}, "t").fold == "all"
+    assert parse_options("fisv", {"target": "pcs"}, "t").target == "PCS"
+    csv_opts = parse_options("csv", {"test_fraction": "0.25", "split_seed": "3"}, "t")
+    assert (csv_opts.test_fraction, csv_opts.split_seed) == (0.25, 3)
+
+
+def test_train_command_with_a_typo_in_the_labels_exits_1_without_traceback(tmp_path):
+    from aqa_pipeline.cli import main
+    from tests.train_fixtures import config, make_cache
+
+    cache, _ = make_cache(tmp_path / "f.h5")
+    (tmp_path / "fisv").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config("mlp")))
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--features",
+            str(cache),
+            "--labels",
+            f"fisv:{tmp_path / 'fisv'}?targt=TES",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert res.exit_code == 1, res.output
+    assert isinstance(res.exception, SystemExit)  # a handled error, not a crash
+    assert "Traceback" not in res.output
+    assert "unknown key fisv?targt (did you mean target?)" in res.output
 
 
 def test_restricted_unpickler_refuses_code(tmp_path):

@@ -56,6 +56,20 @@ def test_fisv_errors_name_the_problem(tmp_path: Path):
         read_fisv(tmp_path, "total")
 
 
+def test_fisv_adapter_on_a_small_folder(tmp_path: Path):
+    (tmp_path / "train.txt").write_text("\ufeff1 28.7 29.3 1\n2 20.0 25.0 0\n")  # a BOM
+    (tmp_path / "test.txt").write_text("5 30.0 28.0 0\n")
+    tes = load_labels(f"fisv:{tmp_path}")
+    pcs = load_labels(f"fisv:{tmp_path}?target=pcs")
+    assert tes.video_ids == pcs.video_ids == ["1", "2", "5"]
+    assert tes.score.tolist() == [28.7, 20.0, 30.0] and pcs.score.tolist() == [29.3, 25.0, 28.0]
+    (fold,) = tes.folds
+    assert (fold.name, fold.train.tolist(), fold.test.tolist()) == ("split", [0, 1], [2])
+    (tmp_path / "test.txt").write_text("5 nan 28.0 0\n")
+    with pytest.raises(AqaError, match=r"TES is NaN or inf for 1 video\(s\): 5"):
+        load_labels(f"fisv:{tmp_path}")
+
+
 # -- Rhythmic Gymnastics ---------------------------------------------------------------
 
 
@@ -99,7 +113,7 @@ def test_rg_errors(tmp_path: Path):
         read_rg(tmp_path, "Ball")
     with pytest.raises(AqaError, match="apparatus"):
         read_rg(tmp_path, "Beam")
-    with pytest.raises(AqaError, match="unknown option"):
+    with pytest.raises(AqaError, match=r"unknown key rg\?scale; known: apparatus, target"):
         load_labels(f"rg:{tmp_path}?apparatus=Ball&scale=25")
 
 

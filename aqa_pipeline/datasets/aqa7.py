@@ -10,18 +10,20 @@ Two layouts are read:
 
 Option class=NAME (default diving) or class=all: every class present becomes a fold of its
 own (models per class, averaged with Fisher-z as the papers do). The class is also the
-exemplar group for the contrastive heads.
+exemplar group for the contrastive heads. All options: `Aqa7Options`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import create_model
 
-from aqa_pipeline.datasets import no_more_options, register_adapter
-from aqa_pipeline.datasets.base import Fold, LabelSet, check_finite
-from aqa_pipeline.datasets.mtl_aqa import _missing_option, diving_labels
+from aqa_pipeline.datasets.base import AdapterOptions, Fold, LabelSet, check_finite
+from aqa_pipeline.datasets.mtl_aqa import Missing, diving_labels
+from aqa_pipeline.datasets.registry import register_adapter
 from aqa_pipeline.errors import AqaError
 
 CLASSES = (
@@ -34,6 +36,7 @@ CLASSES = (
     "trampoline",
 )
 MAT_ID = "{class}-out/{idx:03d}"
+Aqa7Class = Literal[(*CLASSES, "all")]  # the class option: one sport, or all
 
 
 def _split_dir(path: Path) -> Path | None:
@@ -100,15 +103,34 @@ def mat_labels(split_dir: Path, wanted: str, id_format: str) -> LabelSet:
     )
 
 
-@register_adapter("aqa7")
-def load(path: Path, options: dict[str, str]) -> LabelSet:
-    """`aqa7:DIR?class=diving[&id_format=...][&missing=drop]` -> AQA-7 scores, one fold."""
-    wanted = options.pop("class", "diving")
-    id_format = options.pop("id_format", None)
-    missing = _missing_option(options.pop("missing", "error"))
-    no_more_options(options, "aqa7", ["class", "id_format", "missing"])
-    if wanted != "all" and wanted not in CLASSES:
-        raise AqaError(f"aqa7: class must be one of {', '.join(CLASSES)} or all, got {wanted!r}")
+# `class` is a Python keyword, so that field is declared by name (an alias would make the
+# config errors name the attribute, class_, instead of the key)
+_ClassOption = create_model(
+    "_ClassOption", __base__=AdapterOptions, **{"class": (Aqa7Class, "diving")}
+)
+
+
+class Aqa7Options(_ClassOption):  # type: ignore[misc, valid-type]
+    """`aqa7:DIR?class=...&id_format=...&missing=error|drop`; `class` (a sport, or all) is
+    read as `options.sport`."""
+
+    id_format: str | None = None  # None: {class}-out/{idx:03d} (.mat), else UNLV-Dive's
+    missing: Missing = "error"  # UNLV-Dive: a split entry without an annotation
+
+    @property
+    def sport(self) -> str:
+        return getattr(self, "class")
+
+
+@register_adapter("aqa7", options=Aqa7Options)
+def load(path: Path, options: Aqa7Options) -> LabelSet:
+    """`aqa7:DIR?class=diving[&id_format=...][&missing=drop]` -> AQA-7 scores, one fold.
+
+    Options (Aqa7Options): class=diving|gym_vault|ski_big_air|snowboard_big_air|
+    sync_diving_3m|sync_diving_10m|trampoline|all (default diving; all: one fold per class),
+    id_format (default {class}-out/{idx:03d} for the .mat release, {event:02d}_{clip:02d}
+    for UNLV-Dive), missing=error|drop (UNLV-Dive's unannotated split entries)."""
+    wanted, id_format, missing = options.sport, options.id_format, options.missing
     split_dir = _split_dir(path)
     if split_dir is not None:
         return mat_labels(split_dir, wanted, id_format or MAT_ID)
@@ -116,7 +138,7 @@ def load(path: Path, options: dict[str, str]) -> LabelSet:
         if wanted not in ("diving", "all"):
             raise AqaError(f"aqa7: {path} holds UNLV-Dive (the diving class only), not {wanted!r}")
         labels = diving_labels(
-            path, "aqa7", "0", id_format or "{event:02d}_{clip:02d}", missing=missing
+            path, "aqa7", 0, id_format or "{event:02d}_{clip:02d}", missing=missing
         )
         labels.folds[0].name = "diving"
         labels.class_id = np.zeros(labels.n, dtype=np.int64)

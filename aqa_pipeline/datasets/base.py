@@ -4,6 +4,9 @@ A LabelSet is a table of N labelled videos plus one or more folds. A fold is a t
 partition that gets its own models: the official split is one fold; JIGSAWS has MUSDL's 4
 cross-validation folds per task; AQA-7 with `class=all` has one fold per sport class.
 Scores are in the dataset's own units (e.g. MTL-AQA final score 0-104.5).
+
+An adapter's options (the `?key=value&...` query of its labels spec) are one typed model,
+a subclass of `AdapterOptions`.
 """
 
 from __future__ import annotations
@@ -13,11 +16,74 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import numpy as np
+from pydantic import ConfigDict, model_validator
 
+from aqa_pipeline.config import Section
 from aqa_pipeline.errors import AqaError
+
+
+class AdapterOptions(Section):
+    """An adapter's options: the `?key=value&...` query of its labels spec, validated once.
+
+    Query values are strings; each field's type converts them: ints ("0"), floats ("0.25"),
+    bools (true/false, 1/0, yes/no, on/off), `X | None` fields are None when not given. A
+    choice (a Literal field) matches in any case and keeps its declared spelling
+    (`target=pcs` gives "PCS"); a list field takes comma-separated values (`key=a,b`).
+    Unknown keys are refused (naming the closest known one). An adapter without options
+    registers this class itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_query(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key, value in data.items():
+            info = cls.model_fields.get(key)
+            if info is not None and isinstance(value, str):
+                out[key] = query_value(info.annotation, value)
+        return out
+
+
+def query_value(annotation: Any, text: str) -> Any:
+    """A query string value for a field of type `annotation`: a choice in its declared case,
+    a list field's comma-separated items as a list, anything else as given (pydantic's lax
+    mode converts "3" to an int, "true" to a bool)."""
+    choices = {c.lower(): c for c in _choices(annotation)}
+    if text.lower() in choices:
+        return choices[text.lower()]
+    item = _list_item(annotation)
+    if item is None:
+        return text
+    return [query_value(item, part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types a field accepts: the members of a union (Annotated unwrapped), else itself."""
+    if get_origin(annotation) is Annotated:
+        return _members(get_args(annotation)[0])
+    if get_origin(annotation) is Union or type(annotation).__name__ == "UnionType":
+        return [m for arg in get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _choices(annotation: Any) -> list[str]:
+    return [
+        c for m in _members(annotation) if get_origin(m) is Literal for c in get_args(m)
+        if isinstance(c, str)
+    ]  # fmt: skip
+
+
+def _list_item(annotation: Any) -> Any:
+    for m in _members(annotation):
+        if get_origin(m) in (list, tuple, set, frozenset):
+            return (get_args(m) or (Any,))[0]
+    return None
 
 
 @dataclass
@@ -171,3 +237,20 @@ def random_split(n: int, test_fraction: float, seed: int, what: str) -> list[Fol
     if n_test >= n:
         raise AqaError(f"{what}: {n} rows are too few to split")
     return [Fold("split", np.sort(perm[n_test:]), np.sort(perm[:n_test]))]
+
+
+def labels_from_rows(
+    name: str,
+    path: Path,
+    rows: Sequence[tuple[str, float, str, Any]],
+    score_name: str = "score",
+    fold_name: str = "split",
+) -> LabelSet:
+    """(video_id, score, train|test, extras) rows -> a LabelSet with one fold `fold_name`;
+    NaN/inf scores are named (as `path: score_name`)."""
+    ids = [r[0] for r in rows]
+    score = np.array([r[1] for r in rows], dtype=np.float64)
+    check_finite(score, ids, f"{path}: {score_name}")
+    (fold,) = folds_from_split_column([r[2] for r in rows], f"{path}: {fold_name}")
+    fold.name = fold_name
+    return LabelSet(name=name, source=str(path), video_ids=ids, score=score, folds=[fold])

@@ -9,12 +9,17 @@ The video id is the first field, which is also the stem of the program's feature
 (`swintx_avg_fps25_clip32/<id>.npy`). The target is TES (technical element score, 6-43)
 or PCS (program component score, 10-38); both papers train one model per target and divide
 the score by 43.
+
+Labels spec: `fisv:DIR[?target=TES|PCS]` (any case; default TES), one fold "split".
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+from aqa_pipeline.datasets.base import AdapterOptions, LabelSet, labels_from_rows
+from aqa_pipeline.datasets.registry import register_adapter
 from aqa_pipeline.errors import AqaError
 
 TARGETS = ("TES", "PCS")
@@ -62,3 +67,17 @@ def read_fisv(root: str | Path, target: str = "TES") -> list[tuple[str, float, s
             seen.add(vid)
             out.append((vid, fields[key], split, fields))
     return out
+
+
+class FisvOptions(AdapterOptions):
+    """`fisv:DIR?target=...`: the score to learn."""
+
+    target: Literal[TARGETS] = "TES"  # technical elements or program components
+
+
+@register_adapter("fisv", options=FisvOptions)
+def load(path: Path, options: FisvOptions) -> LabelSet:
+    """`fisv:DIR?target=TES|PCS` -> Fis-V scores (train.txt / test.txt), one fold.
+
+    Options (FisvOptions): target=TES|PCS, in any case (default TES)."""
+    return labels_from_rows("fisv", path, read_fisv(path, options.target), options.target)

@@ -3,8 +3,8 @@
     video_id,score[,split][,difficulty][,judge_1..judge_n][,sub_<name>...][,class]
 
 - split: train|test (one fold) or integer fold numbers (k-fold cross-validation: fold i
-  tests on the rows marked i). Without a split column, options test_fraction=F and
-  split_seed=S (default 0) draw a seeded random split.
+  tests on the rows marked i). Without a split column, options test_fraction=F (0 < F < 1)
+  and split_seed=S (an int, default 0) draw a seeded random split.
 - difficulty: a positive multiplier (DD); judge_1..judge_n: judge scores (`judges`);
   sub_<name>: sub-scores (`subscores`, e.g. the GRS items); class: the exemplar group of
   the contrastive heads (any string).
@@ -17,14 +17,16 @@ import re
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
-from aqa_pipeline.datasets import no_more_options, register_adapter
 from aqa_pipeline.datasets.base import (
+    AdapterOptions,
     LabelSet,
     check_finite,
     folds_from_split_column,
     random_split,
 )
+from aqa_pipeline.datasets.registry import register_adapter
 from aqa_pipeline.errors import AqaError
 
 _JUDGE = re.compile(r"judge_(\d+)$")
@@ -37,12 +39,21 @@ def _number(text: str, where: str, column: str) -> float:
         raise AqaError(f"{where}: {column} {text!r} is not a number") from None
 
 
-@register_adapter("csv")
-def load(path: Path, options: dict[str, str]) -> LabelSet:
-    """`csv:FILE.csv` -> video_id,score[,split][,difficulty][,judge_*][,sub_*] rows."""
-    test_fraction = options.pop("test_fraction", None)
-    split_seed = int(options.pop("split_seed", "0"))
-    no_more_options(options, "csv", ["test_fraction", "split_seed"])
+class CsvOptions(AdapterOptions):
+    """`csv:FILE?test_fraction=F&split_seed=S`: a seeded random split, for a file without a
+    split column."""
+
+    test_fraction: float | None = Field(None, gt=0, lt=1)  # the test share; None: no split
+    split_seed: int = 0
+
+
+@register_adapter("csv", options=CsvOptions)
+def load(path: Path, options: CsvOptions) -> LabelSet:
+    """`csv:FILE.csv` -> video_id,score[,split][,difficulty][,judge_*][,sub_*] rows.
+
+    Options (CsvOptions), only for a file without a split column: test_fraction=F
+    (0 < F < 1) draws a random test part of that share, seeded by split_seed=S (default 0)."""
+    test_fraction, split_seed = options.test_fraction, options.split_seed
     if not path.is_file():
         raise AqaError(f"{path}: not a file")
     with path.open(newline="", encoding="utf-8-sig") as fh:  # a BOM (Excel) is dropped
@@ -81,9 +92,7 @@ def load(path: Path, options: dict[str, str]) -> LabelSet:
     if split:
         folds = folds_from_split_column(split, what)
     elif test_fraction is not None:
-        folds = random_split(
-            len(ids), _number(test_fraction, what, "test_fraction"), split_seed, what
-        )
+        folds = random_split(len(ids), test_fraction, split_seed, what)
     else:
         raise AqaError(f"{path}: no split column; add one or use {path}?test_fraction=0.2")
     labels = LabelSet(name="csv", source=what, video_ids=ids, score=score_arr, folds=folds)

@@ -6,20 +6,29 @@ Files (MUSDL's info folder):
     splits.pkl   {"Suturing": [[trial, ...] x 4 folds], "Needle_Passing": ..., "Knot_Tying": ...}
 
 Fold i tests on splits[task][i] and trains on the other three. The 6 items are `subscores`
-(for multi-path heads); the score is their sum. Options: task (default Suturing; `all` =
-the three tasks' folds together, 12 models, averaged with Fisher-z), fold=0..3 (default all
-four), id_format (default `{trial}_capture1`, MUSDL's frame folders of the left view).
+(for multi-path heads); the score is their sum. Options (`JigsawsOptions`): task (default
+Suturing; `all` = the three tasks' folds together, 12 models, averaged with Fisher-z),
+fold=0..3 or all (default all four), id_format (default `{trial}_capture1`, MUSDL's frame
+folders of the left view).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from aqa_pipeline.datasets import no_more_options, register_adapter
-from aqa_pipeline.datasets.base import Fold, LabelSet, check_finite, load_pickle, preview
+from aqa_pipeline.datasets.base import (
+    AdapterOptions,
+    Fold,
+    LabelSet,
+    check_finite,
+    load_pickle,
+    preview,
+)
+from aqa_pipeline.datasets.registry import register_adapter
 from aqa_pipeline.errors import AqaError
 
 TASKS = ("Suturing", "Needle_Passing", "Knot_Tying")
@@ -42,16 +51,23 @@ def read_jigsaws(folder: Path) -> tuple[Mapping[str, list], Mapping[str, list]]:
     return labels, splits
 
 
-@register_adapter("jigsaws")
-def load(path: Path, options: dict[str, str]) -> LabelSet:
-    """`jigsaws:DIR?task=Suturing[&fold=all|K]` -> GRS scores and sub-scores, 4 folds."""
-    task_opt = options.pop("task", "Suturing")
-    fold_opt = options.pop("fold", "all")
-    id_format = options.pop("id_format", DEFAULT_ID)
-    no_more_options(options, "jigsaws", ["task", "fold", "id_format"])
-    tasks = list(TASKS) if task_opt == "all" else [task_opt]
-    if task_opt != "all" and task_opt not in TASKS:
-        raise AqaError(f"jigsaws: task must be one of {', '.join(TASKS)} or all, got {task_opt!r}")
+class JigsawsOptions(AdapterOptions):
+    """`jigsaws:DIR?task=...&fold=...&id_format=...`."""
+
+    task: Literal[(*TASKS, "all")] = "Suturing"
+    fold: int | Literal["all"] = "all"  # one of splits.pkl's folds (0..3), or every fold
+    id_format: str = DEFAULT_ID  # fields {trial}, {task}
+
+
+@register_adapter("jigsaws", options=JigsawsOptions)
+def load(path: Path, options: JigsawsOptions) -> LabelSet:
+    """`jigsaws:DIR?task=Suturing[&fold=all|K]` -> GRS scores and sub-scores, 4 folds.
+
+    Options (JigsawsOptions): task=Suturing|Needle_Passing|Knot_Tying|all (default
+    Suturing), fold=K (0..3; a fold number of splits.pkl) or all (default),
+    id_format={trial}_capture1 (fields {trial}, {task})."""
+    fold_opt, id_format = options.fold, options.id_format
+    tasks = list(TASKS) if options.task == "all" else [options.task]
     labels, splits = read_jigsaws(path)
     ids: list[str] = []
     items: list[list[float]] = []
@@ -106,11 +122,7 @@ def load(path: Path, options: dict[str, str]) -> LabelSet:
     )
 
 
-def _fold_number(text: str, n: int) -> int:
-    try:
-        k = int(text)
-    except ValueError:
-        k = -1
+def _fold_number(k: int, n: int) -> int:
     if not 0 <= k < n:
-        raise AqaError(f"jigsaws: fold must be 0..{n - 1} or all, got {text!r}")
+        raise AqaError(f"jigsaws: fold must be 0..{n - 1} or all, got {k}")
     return k

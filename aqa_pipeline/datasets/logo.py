@@ -10,7 +10,8 @@ The video id of (event, idx) is "<event>_<idx>", the stem InterAQA gives the per
 feature files. Scores are divided by 100 for training. The pickles are read with the
 project's restricted unpickler (containers, numbers, strings and numpy arrays only).
 
-Labels spec: `logo:DIR[?split=split3]` (split picks train_<split>.pkl / test_<split>.pkl).
+Labels spec: `logo:DIR[?split=split3]` (`LogoOptions`: split picks train_<split>.pkl /
+test_<split>.pkl).
 """
 
 from __future__ import annotations
@@ -18,15 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from aqa_pipeline.datasets import no_more_options, register_adapter
-from aqa_pipeline.datasets.base import (
-    LabelSet,
-    check_finite,
-    folds_from_split_column,
-    load_pickle,
-)
+from aqa_pipeline.datasets.base import AdapterOptions, LabelSet, labels_from_rows, load_pickle
+from aqa_pipeline.datasets.registry import register_adapter
 from aqa_pipeline.errors import AqaError
 
 
@@ -67,15 +61,17 @@ def read_logo(root: str | Path, split_name: str = "split3") -> list[tuple[str, f
     return out
 
 
-@register_adapter("logo")
-def load(path: Path, options: dict[str, str]) -> LabelSet:
-    """`logo:DIR?split=split3` -> LabelSet with one train/test fold."""
-    split_name = options.pop("split", "split3")
-    no_more_options(options, "logo", ["split"])
-    rows = read_logo(path, split_name)
-    ids = [r[0] for r in rows]
-    score = np.array([r[1] for r in rows], dtype=np.float64)
-    check_finite(score, ids, f"{path}: score")
-    (fold,) = folds_from_split_column([r[2] for r in rows], f"{path}: {split_name}")
-    fold.name = split_name
-    return LabelSet(name="logo", source=str(path), video_ids=ids, score=score, folds=[fold])
+class LogoOptions(AdapterOptions):
+    """`logo:DIR?split=NAME`."""
+
+    split: str = "split3"  # reads train_<split>.pkl / test_<split>.pkl; the fold's name
+
+
+@register_adapter("logo", options=LogoOptions)
+def load(path: Path, options: LogoOptions) -> LabelSet:
+    """`logo:DIR?split=split3` -> LabelSet with one train/test fold.
+
+    Options (LogoOptions): split=NAME (default split3) picks train_NAME.pkl / test_NAME.pkl
+    and names the fold."""
+    rows = read_logo(path, options.split)
+    return labels_from_rows("logo", path, rows, "score", fold_name=options.split)

@@ -9,7 +9,8 @@ Files in the folder (the release's MTL-AQA_split_0_data, or MUSDL's / CoRe's inf
     train_split_0.pkl, test_split_0.pkl           lists of (event, clip)
 
 The first annotation file present is used (option annotations=FILE picks one). Video ids
-follow the frame folders, `{event:02d}_{clip:02d}` (option id_format).
+follow the frame folders, `{event:02d}_{clip:02d}` (option id_format). Options:
+`MtlAqaOptions`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from aqa_pipeline.datasets import no_more_options, register_adapter
-from aqa_pipeline.datasets.base import Fold, LabelSet, check_finite, load_pickle, rows_of
+from aqa_pipeline.datasets.base import (
+    AdapterOptions,
+    Fold,
+    LabelSet,
+    check_finite,
+    load_pickle,
+    rows_of,
+)
+from aqa_pipeline.datasets.registry import register_adapter
 from aqa_pipeline.errors import AqaError
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,8 @@ ANNOTATION_FILES = (
     "final_annotations_dict.pkl",
 )
 DEFAULT_ID = "{event:02d}_{clip:02d}"
+# a split entry without an annotation: an error naming it, or left out with a warning
+Missing = Literal["error", "drop"]
 
 
 def key_of(item: Any, what: str) -> tuple[int, int]:
@@ -87,10 +98,10 @@ def read_split(path: Path) -> list[tuple[int, int]]:
 def diving_labels(
     folder: Path,
     name: str,
-    split: str,
+    split: int | str,
     id_format: str,
     annotations: str | None = None,
-    missing: str = "error",
+    missing: Missing = "error",
 ) -> LabelSet:
     """Labels from an MTL-AQA-format folder (also UNLV-Dive's): one fold, train/test.
 
@@ -167,20 +178,24 @@ def annotation_table(
     return read_annotations(find_annotations(folder, annotations))
 
 
-@register_adapter("mtl_aqa")
-def load(path: Path, options: dict[str, str]) -> LabelSet:
-    """`mtl_aqa:DIR[?split=0][&id_format=...]` -> MTL-AQA scores, difficulty and judges."""
-    split = options.pop("split", "0")
-    id_format = options.pop("id_format", DEFAULT_ID)
-    annotations = options.pop("annotations", None)
-    missing = _missing_option(options.pop("missing", "error"))
-    no_more_options(options, "mtl_aqa", ["split", "id_format", "annotations", "missing"])
+class MtlAqaOptions(AdapterOptions):
+    """`mtl_aqa:DIR?split=0&id_format=...&annotations=FILE&missing=error|drop`."""
+
+    split: int = Field(0, ge=0)  # reads train_split_<split>.pkl / test_split_<split>.pkl
+    id_format: str = DEFAULT_ID  # fields {event}, {clip}
+    annotations: str | None = None  # an annotation file in DIR; None: the first present
+    missing: Missing = "error"
+
+
+@register_adapter("mtl_aqa", options=MtlAqaOptions)
+def load(path: Path, options: MtlAqaOptions) -> LabelSet:
+    """`mtl_aqa:DIR[?split=0][&id_format=...]` -> MTL-AQA scores, difficulty and judges.
+
+    Options (MtlAqaOptions): split=N (default 0), id_format={event:02d}_{clip:02d},
+    annotations=FILE (default: the first of ANNOTATION_FILES present), missing=error|drop
+    (a split entry without an annotation: an error, or left out)."""
     if not path.is_dir():
         raise AqaError(f"mtl_aqa: {path} is not a folder")
-    return diving_labels(path, "mtl_aqa", split, id_format, annotations, missing)
-
-
-def _missing_option(value: str) -> str:
-    if value not in ("error", "drop"):
-        raise AqaError(f"missing must be error or drop, got {value!r}")
-    return value
+    return diving_labels(
+        path, "mtl_aqa", options.split, options.id_format, options.annotations, options.missing
+    )

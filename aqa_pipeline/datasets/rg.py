@@ -11,19 +11,20 @@ with the apparatus (`Ball_001`, `Clubs_012`, `Hoop_...`, `Ribbon_...`) and are t
 the feature files. Both papers train one model per apparatus on the total score, divided
 by 25; difficulty and execution are available as targets too.
 
-Labels spec: `rg:DIR[?apparatus=Ball|Clubs|Hoop|Ribbon|all][&target=total|difficulty|execution]`.
-apparatus=all (the default) gives one fold per apparatus (the papers' per-apparatus models,
-averaged with Fisher-z), with the apparatus as `class_id`.
+Labels spec: `rg:DIR[?apparatus=Ball|Clubs|Hoop|Ribbon|all][&target=total|difficulty|execution]`
+(`RgOptions`; either in any case). apparatus=all (the default) gives one fold per apparatus
+(the papers' per-apparatus models, averaged with Fisher-z), with the apparatus as `class_id`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from aqa_pipeline.datasets import no_more_options, register_adapter
-from aqa_pipeline.datasets.base import Fold, LabelSet, check_finite
+from aqa_pipeline.datasets.base import AdapterOptions, Fold, LabelSet, check_finite
+from aqa_pipeline.datasets.registry import register_adapter
 from aqa_pipeline.errors import AqaError
 
 APPARATUS = ("Ball", "Clubs", "Hoop", "Ribbon")
@@ -91,13 +92,21 @@ def read_rg(
     return out
 
 
-@register_adapter("rg")
-def load(path: Path, options: dict[str, str]) -> LabelSet:
-    """`rg:DIR?apparatus=...&target=...` -> LabelSet (one fold per apparatus)."""
-    apparatus = options.pop("apparatus", "all")
-    target = options.pop("target", "total")
-    no_more_options(options, "rg", ["apparatus", "target"])
-    names = APPARATUS if apparatus.lower() == "all" else (apparatus,)
+class RgOptions(AdapterOptions):
+    """`rg:DIR?apparatus=...&target=...`."""
+
+    apparatus: Literal[(*APPARATUS, "all")] = "all"  # all: one fold per apparatus
+    target: Literal[tuple(TARGETS)] = "total"
+
+
+@register_adapter("rg", options=RgOptions)
+def load(path: Path, options: RgOptions) -> LabelSet:
+    """`rg:DIR?apparatus=...&target=...` -> LabelSet (one fold per apparatus).
+
+    Options (RgOptions): apparatus=Ball|Clubs|Hoop|Ribbon|all (default all: one fold per
+    apparatus), target=total|difficulty|execution (default total); any case."""
+    apparatus, target = options.apparatus, options.target
+    names = APPARATUS if apparatus == "all" else (apparatus,)
     rows, folds, class_id = [], [], []
     for name in names:
         part = read_rg(path, name, target)
