@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from aqa_pipeline.datasets import Fold, LabelSet
-from aqa_pipeline.evaluate.metrics import spearman
-from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.features import FeatureSet, VideoRecord
+from aqa_pipeline.results.metrics import spearman
+from aqa_pipeline.results.predictions import Predictions
 from aqa_pipeline.train import run_training
 
 

@@ -28,12 +28,12 @@ import torch
 
 from aqa_pipeline.datasets import Fold, LabelSet
 from aqa_pipeline.features import FeatureSet, VideoRecord
-from aqa_pipeline.train.config import resolve_config
+from aqa_pipeline.train.config import TrainConfig, resolve_config
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group
 from aqa_pipeline.train.heads import build_head
 from aqa_pipeline.train.inputs import VideoInputs
-from aqa_pipeline.train.loop import run_epochs
+from aqa_pipeline.train.loop import RunPlan, run_epochs
 from aqa_pipeline.train.runner import run_training
 
 
@@ -53,27 +53,20 @@ def synthetic(n_train: int = 1059, n_test: int = 353, dim: int = 1024, seed: int
     return fs, LabelSet("synthetic", "synthetic", ids, score, [fold])
 
 
-def time_loop(cfg: dict, data: TrainData, fold: Fold, seeds: list[int]) -> tuple[float, float]:
+def time_loop(
+    cfg: TrainConfig, data: TrainData, fold: Fold, seeds: list[int]
+) -> tuple[float, float]:
     """(wall, process CPU) seconds of the training loop for `seeds`."""
     s_n = len(seeds)
-    steps = -(-len(fold.train) // cfg["train"]["batch_size"])
-    opts = {k: v for k, v in cfg["head"].items() if k != "name"}
+    steps = -(-len(fold.train) // cfg.train.batch_size)
+    opts = cfg.head_options()
     group = build_group(
         lambda: build_head("dae", data.feature_dim, **opts), seeds, cfg, steps, torch.device("cpu")
     )
     t0, c0 = time.perf_counter(), time.process_time()
-    run_epochs(
-        group,
-        data,
-        VideoInputs(data),
-        np.tile(fold.train, (s_n, 1)),
-        {"test": np.tile(fold.test, (s_n, 1))},
-        cfg,
-        seeds,
-        (0, 0),
-        1,
-        best_on="test",
-    )
+    rows = {"test": np.tile(fold.test, (s_n, 1))}
+    plan = RunPlan.of(cfg, np.tile(fold.train, (s_n, 1)), rows, seeds, best_on="test")
+    run_epochs(group, data, VideoInputs(data), plan)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -144,7 +137,9 @@ def main() -> None:
         f"batch {args.batch_size}, {args.epochs} epochs, 1059 x 1024 train, 353 test; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    time_loop(resolve_config({**cfg, "train": {**cfg["train"], "epochs": 1}}), data, fold, [0])
+    warm = cfg.plain()
+    warm["train"]["epochs"] = 1
+    time_loop(resolve_config(warm), data, fold, [0])  # warm-up
     seeds_n = args.seeds
     timed = {1: [], seeds_n: []}
     for _ in range(args.repeats):  # interleaved, so a slow spell hits both

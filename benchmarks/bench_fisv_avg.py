@@ -30,9 +30,9 @@ import torch
 
 from aqa_pipeline.config import load_config
 from aqa_pipeline.datasets import LabelSet, load_labels
-from aqa_pipeline.evaluate.metrics import bootstrap_spearman_difference, spearman
-from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.features import FeatureSet, VideoRecord
+from aqa_pipeline.results.metrics import bootstrap_spearman_difference, spearman
+from aqa_pipeline.results.predictions import Predictions
 from aqa_pipeline.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def main() -> None:
         paired[target.upper()] = {}
         for head in args.heads:
             overrides = [f"train.amp={args.amp}"] if args.amp else []
-            cfg = load_config(ROOT / "configs" / "train" / f"{head}_fisv_{target}.yaml", overrides)
+            cfg = load_config(f"{head}_fisv_{target}", overrides, kind="train")
             t = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 m = run_training(cfg, fs, labels, Path(tmp) / "run", seeds=args.seeds)

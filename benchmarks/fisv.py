@@ -38,13 +38,13 @@ import numpy as np
 import torch
 
 from aqa_pipeline.config import apply_overrides, configs_dir, load_config
-from aqa_pipeline.evaluate.metrics import spearman
-from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.evaluate.rescore import rescore
 from aqa_pipeline.features.store import FeatureSet, VideoRecord
+from aqa_pipeline.results.metrics import spearman
+from aqa_pipeline.results.predictions import Predictions
+from aqa_pipeline.results.rundir import read_yaml, write_yaml
 from aqa_pipeline.train import run_training
 from aqa_pipeline.train.checkpoint import was_interrupted
-from aqa_pipeline.train.rundir import read_yaml, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FISV = ROOT.parent / "shared" / "data" / "fisv"

@@ -30,7 +30,7 @@ from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group
 from aqa_pipeline.train.heads import build_head
 from aqa_pipeline.train.inputs import FeatureNorm, VideoInputs
-from aqa_pipeline.train.loop import run_epochs
+from aqa_pipeline.train.loop import RunPlan, run_epochs
 from aqa_pipeline.train.losses import DAE_LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def cv_curve(
         torch.device("cpu"),
     )
     out = run_epochs(
-        group, data, VideoInputs(data, norm), tr, {"held": held}, cfg, seeds, (0, 0), 1
+        group, data, VideoInputs(data, norm), RunPlan.of(cfg, tr, {"held": held}, seeds)
     )
     return out.spearman["held"].mean(1)
 

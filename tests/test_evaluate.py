@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from aqa_pipeline.cli import main
 from aqa_pipeline.errors import MismatchError
 from aqa_pipeline.evaluate import evaluate_run
-from aqa_pipeline.evaluate import metrics as M
-from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.evaluate.rescore import rescore
 from aqa_pipeline.features import read_features
+from aqa_pipeline.results import metrics as M
+from aqa_pipeline.results.predictions import Predictions
 from aqa_pipeline.train import run_training
 from tests.train_fixtures import config, make_cache, write_labels
 
@@ -152,7 +152,7 @@ def test_timelines_for_a_clip_sequence_head(tmp_path):
 
 def test_sigma_calibrated_on_validation(trained, tmp_path):
     from aqa_pipeline.errors import AqaError
-    from aqa_pipeline.train.runner import sigma_scale_factor
+    from aqa_pipeline.train.fold import sigma_scale_factor
 
     assert sigma_scale_factor(np.zeros(2), np.array([1.0, 2.0]), np.array([3.0, 2.0])) == (
         pytest.approx(math.sqrt((9 + 1) / 2))

@@ -18,7 +18,7 @@ from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import SequentialGroup, StackedGroup, build_group
 from aqa_pipeline.train.heads import build_head, list_heads
 from aqa_pipeline.train.inputs import VideoInputs
-from aqa_pipeline.train.loop import run_epochs
+from aqa_pipeline.train.loop import RunPlan, run_epochs
 
 T = torch.tensor
 MINE = ("mlp", "dae", "dae_mt", "usdl", "musdl", "core", "dae_core")
@@ -150,17 +150,10 @@ def test_stacked_seeds_train_exactly_like_seeds_alone():
 
     def run(seeds):
         group = build_group(lambda: build_head("mlp", 8), seeds, cfg, 4, torch.device("cpu"))
-        out = run_epochs(
-            group,
-            data,
-            VideoInputs(data),
-            np.tile(train, (len(seeds), 1)),
-            {"test": np.tile(test, (len(seeds), 1))},
-            cfg,
-            seeds,
-            (0, 0),
-            1,
+        plan = RunPlan.of(
+            cfg, np.tile(train, (len(seeds), 1)), {"test": np.tile(test, (len(seeds), 1))}, seeds
         )
+        out = run_epochs(group, data, VideoInputs(data), plan)
         return group, out
 
     group, both = run([3, 4])

@@ -1,12 +1,20 @@
-"""The local engine of `aqa_pipeline.launch`: options, shards in this process, one worker
-process per (fake) GPU, per-shard reports and exit codes, merging, and the sweep table.
-CPU only; the extractions use a tiny random Video Swin on tiny videos."""
+"""The local engine of `aqa_pipeline.launch` and what runs on it: options, generic tasks in
+turn and one worker process per (fake) GPU, Ctrl-C, extraction shards in this process and per
+GPU (`aqa_pipeline.extract.shards`) with their reports, exit codes and merge, and sweeps
+(`aqa_pipeline.train.sweep`). CPU only; the extractions use a tiny random Video Swin on tiny
+videos."""
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
+import re
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import click
@@ -15,27 +23,41 @@ import pytest
 import submitit
 from click.testing import CliRunner
 
-from aqa_pipeline.errors import EXIT_SOME_FAILED, EXIT_USER_ERROR, AqaError
+from aqa_pipeline.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SOME_FAILED,
+    EXIT_USER_ERROR,
+    AqaError,
+    Interrupted,
+)
+from aqa_pipeline.extract import shards
 from aqa_pipeline.extract.recipe import Recipe
 from aqa_pipeline.extract.runner import ExtractJob, run_extraction, shard_path
-from aqa_pipeline.features.merge import merge_caches
-from aqa_pipeline.features.store import FeatureSet, read_features
-from aqa_pipeline.launch import (
-    LaunchOptions,
-    launch_extraction,
-    launch_train_sweep,
-    launcher_options,
-)
-from aqa_pipeline.launch.local import assign_shards, visible_gpus
-from aqa_pipeline.launch.options import mem_gb, parse_key_values
-from aqa_pipeline.launch.shards import (
+from aqa_pipeline.extract.shards import (
     ExtractShard,
     _preemption_signal_in_this_process_only,
+    launch_extraction,
     split_job,
 )
+from aqa_pipeline.features.merge import merge_caches
+from aqa_pipeline.features.store import FeatureSet, read_features
+from aqa_pipeline.launch import LaunchOptions, launcher_options
+from aqa_pipeline.launch.local import (
+    assign_shards,
+    read_result,
+    run_in_turn,
+    run_per_gpu,
+    visible_gpus,
+)
+from aqa_pipeline.launch.options import mem_gb, parse_key_values
 from aqa_pipeline.launch.slurm import executor_parameters
-from aqa_pipeline.launch.sweep import format_sweep_table, plan_sweep, tabulate_sweep
 from aqa_pipeline.synthetic import moving_square, write_video
+from aqa_pipeline.train.sweep import (
+    format_sweep_table,
+    launch_train_sweep,
+    plan_sweep,
+    tabulate_sweep,
+)
 from tests.conftest import TINY_SWIN
 
 N_GOOD = 5
@@ -46,12 +68,14 @@ N_GOOD = 5
 
 def tiny_recipe() -> Recipe:
     """16-frame clips of 64x64 frames through the tests' tiny random Video Swin: fast on a CPU."""
-    return Recipe.model_validate({
-        "name": "tiny",
-        "backbone": {"name": "swin3d", "arch": dict(TINY_SWIN)},
-        "sampling": {"method": "consecutive", "clip_len": 16, "stride": 16},
-        "preprocess": {"resize": [64, 64], "normalize": "imagenet"},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "tiny",
+            "backbone": {"name": "swin3d", "arch": dict(TINY_SWIN)},
+            "sampling": {"method": "consecutive", "clip_len": 16, "stride": 16},
+            "preprocess": {"resize": [64, 64], "normalize": "imagenet"},
+        }
+    )
 
 
 def make_input(folder: Path, n_good: int = N_GOOD, n_frames: int = 32) -> Path:
@@ -188,6 +212,86 @@ def test_preemption_handler_acts_in_the_task_process_only():
         signal.signal(signal.SIGUSR2, previous)
 
 
+# ---------------------------------------------------------------------------- the generic engine
+
+
+def interrupting_task(note: str) -> None:
+    """A task interrupted midway, as run_extraction is by Ctrl-C."""
+    raise Interrupted(f"interrupted: {note}")
+
+
+def test_tasks_in_turn_record_errors_and_stop_on_interruption():
+    tasks = [(math.sqrt, 16.0), functools.partial(int, "7"), (int, "x")]
+    outcomes = run_in_turn(tasks)
+    assert [(o.index, o.result) for o in outcomes[:2]] == [(0, 4.0), (1, 7)]
+    assert not outcomes[2].ok and outcomes[2].error.startswith("ValueError: invalid literal")
+    with pytest.raises(ValueError):
+        run_in_turn(tasks, stop_on_error=True)
+    with pytest.raises(Interrupted):  # never recorded as the failure of one task
+        run_in_turn([(interrupting_task, "a"), (math.sqrt, 4.0)])
+
+
+def test_tasks_per_gpu_return_results_and_errors(tmp_path):
+    """Builtins as tasks: each worker sees its own CUDA_VISIBLE_DEVICES; an error ends its
+    task only, and the worker goes on with the next one."""
+    env = (os.getenv, "CUDA_VISIBLE_DEVICES")
+    tasks = [env, env, (int, "x"), (math.sqrt, 9.0)]
+    outcomes = run_per_gpu(tasks, ["3", "5"], tmp_path / "logs", progress=False)
+    assert [o.index for o in outcomes] == [0, 1, 2, 3]
+    assert [outcomes[0].result, outcomes[1].result, outcomes[3].result] == ["3", "5", 3.0]
+    assert outcomes[2].error.startswith("ValueError: invalid literal")
+    assert outcomes[2].logs == [str(tmp_path / "logs" / "gpu-3.log")]
+    assert read_result(tmp_path / "logs", 3) == {"result": 3.0}
+
+
+@pytest.mark.parametrize("how", ["Interrupted", "SIGINT"])
+def test_an_interrupted_worker_stops_the_run(tmp_path, how):
+    """The worker re-raises the interruption (its task is not recorded as failed, its next
+    task does not run) and exits 130; the parent stops the other workers and raises."""
+    first = (
+        (interrupting_task, "x") if how == "Interrupted" else (signal.raise_signal, signal.SIGINT)
+    )
+    tasks = [first, (time.sleep, 60), (os.getenv, "CUDA_VISIBLE_DEVICES")]
+    logs = tmp_path / "logs"
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_per_gpu(tasks, ["0", "1"], logs, progress=False)
+    assert time.monotonic() - start < 30  # GPU 1's sleeping worker was terminated
+    assert not any(logs.glob("task-*.result.pkl"))  # task 2 (GPU 0) never ran
+    assert "interrupted" in (logs / "gpu-0.log").read_text()
+
+
+def test_ctrl_c_in_the_parent_terminates_the_workers(tmp_path):
+    """SIGINT to the parent only: it terminates its workers, waits for them and raises."""
+    logs = tmp_path / "logs"
+    script = (
+        "import sys, time\n"
+        "from aqa_pipeline.launch.local import run_per_gpu\n"
+        "try:\n"
+        f"    run_per_gpu([(time.sleep, 120)] * 2, ['0', '1'], {str(logs)!r}, progress=False)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped', flush=True)\n"
+        "    sys.exit(130)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids: list[int] = []
+        end = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < end:
+            time.sleep(0.2)
+            text = "".join(p.read_text() for p in logs.glob("gpu-*.log")) if logs.exists() else ""
+            pids = [int(pid) for pid in re.findall(r"worker pid (\d+)", text)]
+        assert len(pids) == 2, "the workers did not start"
+        parent.send_signal(signal.SIGINT)
+        out, _ = parent.communicate(timeout=30)
+    finally:
+        parent.kill()
+    assert parent.returncode == 130 and "stopped" in out
+    for pid in pids:  # terminated and reaped by the parent
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 # ---------------------------------------------------------------------------- extraction
 
 
@@ -217,8 +321,7 @@ def test_one_process_per_gpu_with_its_own_device(videos, reference, tmp_path):
     out = tmp_path / "cache.h5"
     opts = LaunchOptions(gpus="0,1", shards=3, log_dir=tmp_path / "logs")
     assert launch_extraction(make_job(videos, out), opts) == EXIT_SOME_FAILED
-    results = {k: json.loads((tmp_path / "logs" / f"shard-{k}.result.json").read_text())["summary"]
-               for k in range(3)}  # fmt: skip
+    results = {k: read_result(tmp_path / "logs", k)["result"] for k in range(3)}
     assert {k: r["cuda_visible_devices"] for k, r in results.items()} == {0: "0", 1: "1", 2: "0"}
     assert {k: tuple(r["shard"]) for k, r in results.items()} == {k: (k, 3) for k in range(3)}
     pids = {k: r["pid"] for k, r in results.items()}
@@ -239,6 +342,26 @@ def test_a_failing_worker_is_reported_and_nothing_is_merged(videos, tmp_path, ca
     assert f"log: {tmp_path / 'logs' / 'gpu-7.log'}" in err
     assert "not merged: 2 of 2 shard(s) did not finish" in err
     assert not (tmp_path / "cache.h5").exists()
+
+
+def test_ctrl_c_during_a_gpus_run_exits_130_and_keeps_the_videos(videos, tmp_path, monkeypatch):
+    seen = {}
+
+    def interrupted(tasks, gpus, log_dir, progress=None, unit="task"):
+        seen["devices"] = [job.device for _, job in tasks]
+        raise KeyboardInterrupt  # what run_per_gpu raises after stopping the workers
+
+    monkeypatch.setattr(shards, "run_per_gpu", interrupted)
+    job = make_job(videos, tmp_path / "cache.h5")
+    job.device = "cuda:1"
+    with pytest.raises(Interrupted) as info:
+        launch_extraction(job, LaunchOptions(gpus="0,1", log_dir=tmp_path / "logs"))
+    assert info.value.exit_code == EXIT_INTERRUPTED == 130
+    message = info.value.format_message()
+    assert "the GPU workers were stopped; finished videos are kept" in message
+    assert f"{tmp_path}/cache.shard-*-of-2.h5.parts" in message
+    assert "a rerun of the same command resumes" in message
+    assert seen["devices"] == ["cuda", "cuda"]  # each worker's one visible GPU
 
 
 def test_merge_refuses_incomplete_or_repeated_shards(videos, tmp_path, capsys):

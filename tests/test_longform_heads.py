@@ -406,10 +406,10 @@ def test_heads_train_in_the_loop_and_keep_clip_outputs(tmp_path: Path, head: dic
     """run_training on a tiny ragged clip cache: metrics for the three protocols, and per
     test video the clip scores and weights of its real clips, which add up to the score."""
     from aqa_pipeline.datasets import Fold, LabelSet
-    from aqa_pipeline.evaluate.predictions import Predictions
     from aqa_pipeline.features.store import FeatureSet, VideoRecord
+    from aqa_pipeline.results.predictions import Predictions
+    from aqa_pipeline.results.rundir import read_clip_outputs
     from aqa_pipeline.train import run_training
-    from aqa_pipeline.train.rundir import read_clip_outputs
 
     rng = np.random.default_rng(0)
     records, scores = [], []

@@ -20,11 +20,11 @@ import pytest
 from aqa_pipeline.errors import EXIT_SOME_FAILED, EXIT_USER_ERROR
 from aqa_pipeline.extract.parts import parts_dir
 from aqa_pipeline.extract.runner import run_extraction
+from aqa_pipeline.extract.shards import ExtractShard, finish, launch_extraction, split_job
 from aqa_pipeline.features.store import STATUS_OK, read_features
-from aqa_pipeline.launch import LaunchOptions, launch_extraction, launch_train_sweep
-from aqa_pipeline.launch.shards import ExtractShard, finish, split_job
+from aqa_pipeline.launch import LaunchOptions
 from aqa_pipeline.launch.slurm import follow, make_executor, submit_array
-from aqa_pipeline.launch.sweep import format_sweep_table, tabulate_sweep
+from aqa_pipeline.train.sweep import format_sweep_table, launch_train_sweep, tabulate_sweep
 from tests.test_launch_local import (
     assert_same_cache,
     make_input,

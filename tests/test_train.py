@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 
 from aqa_pipeline.cli import main
 from aqa_pipeline.datasets import load_labels
-from aqa_pipeline.evaluate.metrics import fisher_z_mean, spearman
-from aqa_pipeline.evaluate.predictions import Predictions
-from aqa_pipeline.evaluate.protocols import select_epoch, summarize
 from aqa_pipeline.features import read_features
+from aqa_pipeline.results.metrics import fisher_z_mean, spearman
+from aqa_pipeline.results.predictions import Predictions
+from aqa_pipeline.results.protocols import select_epoch, summarize
 from aqa_pipeline.train import run_training
 from aqa_pipeline.train.data import TrainData, take_rows
 from aqa_pipeline.train.inputs import ClipInputs

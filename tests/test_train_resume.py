@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from aqa_pipeline.cli import main
 from aqa_pipeline.errors import AqaError, MismatchError
-from aqa_pipeline.launch.sweep import SweepRun, TrainRun
 from aqa_pipeline.train import loop, run_training
 from aqa_pipeline.train.checkpoint import checkpoint_dir, partial_dir
+from aqa_pipeline.train.sweep import SweepRun, TrainRun
 from tests.train_fixtures import config, make_cache, write_labels
 
 

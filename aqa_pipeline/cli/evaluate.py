@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aqa_pipeline.evaluate.predictions import PROTOCOLS
+from aqa_pipeline.results.predictions import PROTOCOLS
 
 
 @click.command("evaluate")
@@ -68,7 +68,7 @@ def evaluate(
     its saved heads on a feature cache. Exit 3 when the cache does not fit the heads."""
     from aqa_pipeline.cli.train import print_summary
     from aqa_pipeline.evaluate.run import evaluate_run
-    from aqa_pipeline.launch import format_sweep_table, tabulate_sweep
+    from aqa_pipeline.train.sweep import format_sweep_table, tabulate_sweep
 
     if sweep:
         click.echo(format_sweep_table(tabulate_sweep(Path(sweep))))

@@ -10,8 +10,9 @@ import click
 from aqa_pipeline.errors import SomeFailedError
 from aqa_pipeline.extract.recipe import load_recipe
 from aqa_pipeline.extract.runner import ExtractJob, ExtractSummary, run_extraction
+from aqa_pipeline.extract.shards import launch_extraction
 from aqa_pipeline.extract.sources import parse_shard
-from aqa_pipeline.launch import LaunchOptions, launch_extraction, launcher_options
+from aqa_pipeline.launch import LaunchOptions, launcher_options
 
 
 def print_summary(summary: ExtractSummary) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from aqa_pipeline.launch import LaunchOptions, launch_train_sweep, launcher_options
+from aqa_pipeline.launch import LaunchOptions, launcher_options
+from aqa_pipeline.train.sweep import launch_train_sweep
 
 
 def print_summary(metrics: dict, run_dir: Path) -> None:
@@ -125,7 +126,5 @@ def train(
         )  # fmt: skip
         click.get_current_context().exit(code)
     cfg = load_train_config(config_paths[0], overrides, seeds)
-    metrics = run_training(
-        cfg, features, labels, Path(run_dir), resume=resume, overwrite=overwrite
-    )
+    metrics = run_training(cfg, features, labels, Path(run_dir), resume=resume, overwrite=overwrite)
     print_summary(metrics, Path(run_dir))

@@ -13,22 +13,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from aqa_pipeline.config import diff_fields
 from aqa_pipeline.datasets import LabelSet, load_labels
 from aqa_pipeline.errors import AqaError, MismatchError
-from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.features import FeatureSet, check_key
+from aqa_pipeline.results.predictions import Predictions
+from aqa_pipeline.results.rundir import load_heads, read_yaml
 from aqa_pipeline.train.config import resolve_config
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group
 from aqa_pipeline.train.heads import build_head, head_class
 from aqa_pipeline.train.inputs import FeatureNorm
-from aqa_pipeline.train.loop import predict_rows
-from aqa_pipeline.train.rundir import load_heads, read_yaml
-from aqa_pipeline.train.runner import clip_record, load_feature_set, make_inputs
+from aqa_pipeline.train.predict import (
+    clip_record,
+    load_feature_set,
+    make_inputs,
+    predict_test,
+    record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,33 +80,17 @@ def rescore(
             device,
         )
         inputs = make_inputs(kind, data, cfg, [fold.train] * len(seeds), norm)
-        rows = np.tile(fold.test, (len(seeds), 1))
-        ids = [labels.video_ids[r] for r in fold.test]
         for protocol, per_fold in sidecar["epochs"].items():
             group.load_state_dicts([states[protocol, fold.name, seed] for seed in seeds])
-            p = predict_rows(
-                group,
-                data,
-                inputs,
-                rows,
-                cfg.test.batch_size,
-                int(sidecar["eval_seeds"][fold.name]),
-                clips=kind == "clips",
-            )
+            eval_seed = int(sidecar["eval_seeds"][fold.name])
+            p = predict_test(group, data, inputs, fold, eval_seed, len(seeds), cfg.test.batch_size,
+                             clips=kind == "clips")  # fmt: skip
+            epochs = [per_fold[fold.name][str(seed)] for seed in seeds]
             factors = sidecar.get("sigma_scale", {}).get(fold.name, {})
-            for s, seed in enumerate(seeds):
-                preds.add(
-                    video_ids=ids,
-                    true=labels.score[fold.test],
-                    pred=p["score"][s],
-                    sigma=p["sigma"][s] * factors.get(str(seed), 1.0) if "sigma" in p else None,
-                    seed=seed,
-                    protocol=protocol,
-                    fold=fold.name,
-                    epoch=per_fold[fold.name][str(seed)],
-                )
-                if "clip_index" in p:
-                    records.append(clip_record(data, fold, protocol, seed, p, s))
+            record(preds, data, fold, protocol, seeds, epochs, p["score"], p.get("sigma"), factors)
+            if "clip_index" in p:
+                records += [clip_record(data, fold, protocol, seed, p, s)
+                            for s, seed in enumerate(seeds)]  # fmt: skip
     info = {
         "score_ranges": {f.name: labels.score_range(f) for f in labels.folds},
         "label_scale": float(sidecar["label_scale"]),

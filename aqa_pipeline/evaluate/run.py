@@ -15,15 +15,13 @@ from typing import Any
 
 from aqa_pipeline.datasets import LabelSet
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.evaluate.predictions import Predictions
-from aqa_pipeline.evaluate.protocols import summarize
-from aqa_pipeline.evaluate.report import write_report
 from aqa_pipeline.evaluate.rescore import rescore
 from aqa_pipeline.evaluate.timeline import write_timelines
 from aqa_pipeline.features import FeatureSet
-from aqa_pipeline.train import rundir
-
-RUN_INFO = ("head", "name", "labels", "features", "label_scale", "train_epochs", "train_seconds")
+from aqa_pipeline.results import rundir
+from aqa_pipeline.results.predictions import Predictions
+from aqa_pipeline.results.protocols import RunInfo, summarize
+from aqa_pipeline.results.report import write_report
 
 
 def evaluate_run(
@@ -56,7 +54,7 @@ def evaluate_run(
             if (run_dir / "metrics.json").is_file()
             else {}
         )
-        info = {k: old.get(k) for k in RUN_INFO}
+        info = RunInfo.from_metrics(old).as_dict()
         scale = float(sidecar["label_scale"])
     else:
         preds, res, records, fs = rescore(run_dir, features, labels)

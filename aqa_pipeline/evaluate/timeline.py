@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.evaluate import plots
-from aqa_pipeline.evaluate.predictions import Predictions
 from aqa_pipeline.features import FeatureSet
-from aqa_pipeline.train.rundir import read_clip_outputs
+from aqa_pipeline.results import plots
+from aqa_pipeline.results.predictions import Predictions
+from aqa_pipeline.results.rundir import read_clip_outputs
 
 
 def safe_name(video_id: str) -> str:

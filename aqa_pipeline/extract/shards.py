@@ -1,4 +1,10 @@
-"""An extraction as N shard jobs: the task every engine runs, the per-shard report, the merge.
+"""An extraction as N shard jobs, run by the generic engine (`aqa_pipeline.launch`): the
+task every engine runs, the dispatch to an engine, the per-shard report, the merge.
+
+    launch_extraction(job, opts)   the entry point: here, one process per GPU or a Slurm array
+    ExtractShard                   the task: `run_extraction` on one shard (requeued on Slurm)
+    split_job / default_log_dir    cache.h5 -> cache.shard-k-of-n.h5, cache.logs/
+    report / finish                a line per shard, the merge into the output, the exit code
 
 Every engine (in this process, one process per GPU, a Slurm array task) runs a shard the
 same way: `ExtractShard()(shard_job)`, which is `run_extraction` on that shard's own cache
@@ -20,10 +26,18 @@ import click
 from submitit.helpers import Checkpointable, DelayedSubmission
 from submitit.slurm.slurm import SlurmJobEnvironment
 
-from aqa_pipeline.errors import EXIT_OK, EXIT_SOME_FAILED, EXIT_USER_ERROR, AqaError
+from aqa_pipeline.errors import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USER_ERROR,
+    AqaError,
+    Interrupted,
+)
+from aqa_pipeline.extract.parts import parts_dir
 from aqa_pipeline.extract.runner import ExtractJob, shard_path
-from aqa_pipeline.launch.options import LaunchOptions
-from aqa_pipeline.launch.outcome import TaskOutcome
+from aqa_pipeline.launch import LaunchOptions, TaskOutcome
+from aqa_pipeline.launch.local import run_in_turn, run_per_gpu, visible_gpus
+from aqa_pipeline.launch.slurm import follow, make_executor, submit_array
 
 
 class ExtractShard(Checkpointable):
@@ -144,9 +158,56 @@ def launch_extraction(job: ExtractJob, opts: LaunchOptions, progress: bool | Non
             "work themselves: give one or the other"
         )
     if opts.launcher == "slurm":
-        from aqa_pipeline.launch.slurm import launch_extraction_slurm
-
         return launch_extraction_slurm(job, opts, progress)
-    from aqa_pipeline.launch.local import launch_extraction_local
-
     return launch_extraction_local(job, opts, progress)
+
+
+def launch_extraction_local(job: ExtractJob, opts: LaunchOptions, progress: bool | None) -> int:
+    """Run the shards here (in turn) or one worker process per GPU; merge; the exit code.
+
+    Ctrl-C stops every worker and exits 130 (`Interrupted`): finished videos are kept in each
+    shard's store, and a rerun of the same command resumes."""
+    gpus = visible_gpus(opts.gpus) if opts.gpus else []
+    n = opts.shards or max(1, len(gpus))
+    shard_jobs = split_job(job, n)
+    if not gpus:  # in this process: an error ends the command, as a plain run would
+        tasks = [(ExtractShard(progress), shard_job) for shard_job in shard_jobs]
+        outcomes = run_in_turn(tasks, stop_on_error=True)
+        return finish(job, shard_jobs, outcomes)
+    log_dir = Path(opts.log_dir or default_log_dir(job.output))
+    tasks = [(ExtractShard(), _on_visible_gpu(shard_job)) for shard_job in shard_jobs]
+    try:
+        outcomes = run_per_gpu(tasks, gpus, log_dir, progress, unit="shard")
+    except KeyboardInterrupt:
+        out = Path(job.output)
+        where = parts_dir(shard_path(out, "*", n) if n > 1 else out)  # type: ignore[arg-type]
+        raise Interrupted(
+            f"interrupted: the GPU workers were stopped; finished videos are kept ({where}); "
+            f"a rerun of the same command resumes, skipping them. Worker logs: {log_dir}"
+        ) from None
+    return finish(job, shard_jobs, outcomes)
+
+
+def _on_visible_gpu(job: ExtractJob) -> ExtractJob:
+    """Inside a worker the one visible GPU is cuda:0, whatever its id outside."""
+    return replace(job, device="cuda") if job.device.startswith("cuda") else job
+
+
+def launch_extraction_slurm(job: ExtractJob, opts: LaunchOptions, progress: bool | None) -> int:
+    """Submit the shards as one array; with --wait follow, report and merge (the exit code)."""
+    job = replace(job, output=Path(job.output).resolve())
+    if Path(job.input).exists():  # tasks may start elsewhere: absolute paths
+        job = replace(job, input=str(Path(job.input).resolve()))
+    shard_jobs = split_job(job, opts.shards or 1)
+    log_dir = Path(opts.log_dir or default_log_dir(job.output))
+    executor = make_executor(log_dir, opts, "aqa-extract")
+    jobs = submit_array(executor, ExtractShard(), shard_jobs)
+    if not opts.wait:
+        outputs = " ".join(str(j.output) for j in shard_jobs)
+        click.echo(
+            f"not waiting (--no-wait). Follow with: squeue -j {jobs[0].job_id.split('_')[0]}"
+        )
+        if len(shard_jobs) > 1:
+            click.echo(f"when all tasks have ended: aqa features merge {outputs} -o {job.output}")
+        return EXIT_OK
+    return finish(job, shard_jobs, follow(jobs, progress))

@@ -3,19 +3,20 @@
 A source is a video file (anything FFmpeg reads) or a frame folder (one folder per
 sample, images in name order). Video ids are paths relative to the input root without
 the extension (`a/000.mp4` -> `a/000`), so ids are stable and never collide across
-sub-folders.
+sub-folders. `ids_digest` (the id set's hash a shard records) lives in
+`aqa_pipeline.features.ids`, the cache's side.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from aqa_pipeline.errors import AqaError
+from aqa_pipeline.features.ids import ids_digest as ids_digest  # re-exported: runner.py
 
 VIDEO_EXTENSIONS = {
     ".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv",
@@ -133,11 +134,6 @@ def read_manifest(manifest: Path) -> list[VideoSource]:
                 raise AqaError(f"{manifest}, row {row_no}: end_frame {end} < start_frame {start}")
             sources[vid] = VideoSource(vid, path, _kind_of(path), start, end)
     return list(sources.values())
-
-
-def ids_digest(video_ids: list[str]) -> str:
-    """sha256 of the sorted id list: identifies an input set across shards."""
-    return hashlib.sha256("\n".join(sorted(video_ids)).encode()).hexdigest()
 
 
 class ShardError(click.BadParameter):

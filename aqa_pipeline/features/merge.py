@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aqa_pipeline.config import config_hash
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.extract.sources import ids_digest
+from aqa_pipeline.features.ids import ids_digest
 from aqa_pipeline.features.store import FeatureSet, check_key, read_features, write_features
 
 

@@ -6,7 +6,7 @@
     @click.command()
     @launcher_options
     def extract(..., launch: LaunchOptions):
-        sys.exit(launch_extraction(job, launch))
+        sys.exit(launch_extraction(job, launch))   # aqa_pipeline.extract.shards
 
 `@launcher_options(work="sweep")` words the help for `aqa train` sweeps and leaves out the
 options that only mean something to an extraction (--shards, --gpus).

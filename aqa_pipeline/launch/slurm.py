@@ -1,10 +1,16 @@
-"""The Slurm engine: one submitit job array, one task per shard (or per sweep run).
+"""The Slurm engine: one submitit job array of picklable callables, one task each (a shard
+of an extraction, a run of a sweep: the engine does not know which).
 
-Submission goes through submitit (AutoExecutor(cluster="slurm") + map_array); each task
-pickles its callable's return value next to its logs. Following the tasks does not need
-Slurm's accounting store (`sacct`): a task has finished when its result file exists and
-`squeue` shows it neither queued nor running, and has died when `squeue` reports it ended
-(or no longer knows it) and no result appeared.
+`make_executor(log_dir, opts, name)` makes the executor, `submit_array(executor, fn, *columns)`
+submits task i as fn(columns[0][i], ...), `follow(jobs)` waits for them and returns a
+`TaskOutcome` per task (`collect` reads one). Submission goes through submitit
+(AutoExecutor(cluster="slurm") + map_array); each task pickles its callable's return value
+next to its logs. A callable that subclasses submitit's `Checkpointable` is requeued on
+preemption or time-out.
+
+Following the tasks does not need Slurm's accounting store (`sacct`): a task has finished
+when its result file exists and `squeue` shows it neither queued nor running, and has died
+when `squeue` reports it ended (or no longer knows it) and no result appeared.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +28,9 @@ import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from tqdm import tqdm
 
-from aqa_pipeline.errors import EXIT_OK, AqaError
-from aqa_pipeline.extract.runner import ExtractJob
+from aqa_pipeline.errors import AqaError
 from aqa_pipeline.launch.options import LaunchOptions, mem_gb
 from aqa_pipeline.launch.outcome import TaskOutcome
-from aqa_pipeline.launch.shards import ExtractShard, default_log_dir, finish, split_job
 
 DEFAULT_TIME_MIN = 120
 POLL_S = 2.0
@@ -175,23 +178,3 @@ def _last_error_line(text: str) -> str:
 
 def _logs(job: submitit.Job) -> list[str]:
     return [str(job.paths.stderr), str(job.paths.stdout)]
-
-
-def launch_extraction_slurm(job: ExtractJob, opts: LaunchOptions, progress: bool | None) -> int:
-    """Submit the shards as one array; with --wait follow, report and merge (the exit code)."""
-    job = replace(job, output=Path(job.output).resolve())
-    if Path(job.input).exists():  # tasks may start elsewhere: absolute paths
-        job = replace(job, input=str(Path(job.input).resolve()))
-    shard_jobs = split_job(job, opts.shards or 1)
-    log_dir = Path(opts.log_dir or default_log_dir(job.output))
-    executor = make_executor(log_dir, opts, "aqa-extract")
-    jobs = submit_array(executor, ExtractShard(), shard_jobs)
-    if not opts.wait:
-        outputs = " ".join(str(j.output) for j in shard_jobs)
-        click.echo(
-            f"not waiting (--no-wait). Follow with: squeue -j {jobs[0].job_id.split('_')[0]}"
-        )
-        if len(shard_jobs) > 1:
-            click.echo(f"when all tasks have ended: aqa features merge {outputs} -o {job.output}")
-        return EXIT_OK
-    return finish(job, shard_jobs, follow(jobs, progress))

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from aqa_pipeline.evaluate.predictions import Predictions  # noqa: E402
+from aqa_pipeline.results.predictions import Predictions  # noqa: E402
 
 LEVELS = np.linspace(0.05, 0.95, 19)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,11 @@ class Predictions:
         self.protocol += [protocol] * n
         self.fold += [fold] * n
         self.epoch += [int(epoch)] * n
+
+    def extend(self, other: Predictions) -> None:
+        """Append the rows of `other` (e.g. the next fold's)."""
+        for f in fields(self):
+            getattr(self, f.name).extend(getattr(other, f.name))
 
     def __len__(self) -> int:
         return len(self.video_id)

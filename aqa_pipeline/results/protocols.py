@@ -15,18 +15,41 @@ averaged over folds, then over seeds.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from aqa_pipeline.evaluate import metrics as M
-from aqa_pipeline.evaluate.predictions import PROTOCOLS, Predictions
+from aqa_pipeline.results import metrics as M
+from aqa_pipeline.results.predictions import PROTOCOLS, Predictions
 
 NOTES = {
     "final": "last epoch",
     "val": "epoch chosen on a held-out part of train (never on test)",
     "best_on_test": "epoch with the best test Spearman: what the papers report (optimistic)",
 }
+
+
+@dataclass
+class RunInfo:
+    """What metrics.json says about the run beside the figures."""
+
+    head: str | None = None
+    name: str | None = None
+    labels: str | None = None
+    features: str | None = None
+    label_scale: float | None = None
+    train_epochs: int | None = None
+    train_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any]) -> RunInfo:
+        return cls(**{f.name: metrics.get(f.name) for f in fields(cls)})
+
+
 SIGMA_METRICS = ("nll", "coverage_50", "coverage_90", "sigma_error_spearman")
 
 

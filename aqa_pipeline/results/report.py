@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aqa_pipeline.evaluate import plots
-from aqa_pipeline.evaluate.predictions import Predictions
-from aqa_pipeline.evaluate.protocols import SIGMA_METRICS
-from aqa_pipeline.train.rundir import read_epochs
+from aqa_pipeline.results import plots
+from aqa_pipeline.results.predictions import Predictions
+from aqa_pipeline.results.protocols import SIGMA_METRICS
+from aqa_pipeline.results.rundir import read_epochs
 
 
 def _f(x: Any, digits: int = 4) -> str:

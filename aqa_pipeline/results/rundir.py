@@ -5,8 +5,8 @@ environment.json     versions, git commit, command, threads, time
 train.log            the log
 epochs.csv           per epoch: fold, run (full | val), seed, epoch, lr, train_loss,
                      spearman (of the run's evaluation set: test for full, val for val)
-predictions.csv      see aqa_pipeline.evaluate.predictions
-metrics.json         see aqa_pipeline.evaluate.protocols
+predictions.csv      see aqa_pipeline.results.predictions
+metrics.json         see aqa_pipeline.results.protocols
 heads.safetensors    weights "<protocol>::<fold>::<seed>::<param>" (+ "norm::<fold>::mean|std"
                      with data.standardize)
 heads.json           sidecar: head name and options, input kind and width, label scale,

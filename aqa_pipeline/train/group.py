@@ -140,9 +140,7 @@ class ModelGroup:
 
 
 class StackedGroup(ModelGroup):
-    def __init__(
-        self, heads: list[Head], cfg: TrainConfig, steps_per_epoch: int, seeds: list[int]
-    ):
+    def __init__(self, heads: list[Head], cfg: TrainConfig, steps_per_epoch: int, seeds: list[int]):
         # one generator for the group, seeded from all its seeds
         super().__init__(heads, cfg, steps_per_epoch, [zlib.crc32(repr(list(seeds)).encode())])
         calls = [HeadCall(h, self.amp) for h in heads]
@@ -213,9 +211,7 @@ class StackedGroup(ModelGroup):
 
 
 class SequentialGroup(ModelGroup):
-    def __init__(
-        self, heads: list[Head], cfg: TrainConfig, steps_per_epoch: int, seeds: list[int]
-    ):
+    def __init__(self, heads: list[Head], cfg: TrainConfig, steps_per_epoch: int, seeds: list[int]):
         super().__init__(heads, cfg, steps_per_epoch, seeds)  # one generator per seed
         self.heads = heads
         self.opts = [build_optimizer(h.parameters(), cfg.optim) for h in heads]

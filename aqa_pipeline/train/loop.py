@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from aqa_pipeline.errors import MismatchError
-from aqa_pipeline.evaluate.metrics import spearman
+from aqa_pipeline.results.metrics import spearman
 from aqa_pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from aqa_pipeline.train.config import TrainConfig
 from aqa_pipeline.train.data import TrainData
@@ -89,31 +89,63 @@ def predict_rows(
     return result
 
 
-def run_epochs(
-    group: ModelGroup,
-    data: TrainData,
-    inputs: Any,
-    train_rows: np.ndarray,
-    eval_sets: dict[str, np.ndarray],
-    cfg: TrainConfig,
-    seeds: list[int],
-    order_key: tuple[int, ...],
-    eval_seed: int,
-    snapshot_at: dict[str, list[int]] | None = None,
-    best_on: str | None = None,
-    label: str = "",
-    checkpoint: Path | None = None,
-    checkpoint_seconds: float = 300.0,
-) -> RunOutput:
-    """Train `group` for train.epochs on train_rows (S, n) and predict every eval set
-    (name -> rows (S, n_e)) after each epoch.
+@dataclass
+class RunPlan:
+    """What one run trains on and records (the loop's one settings object).
 
-    snapshot_at: protocol -> epoch per seed to keep weights of; best_on: an eval set whose
-    best Spearman epoch is kept as "best_on_<set>". The last epoch is kept as "final".
-    checkpoint: a file to save the loop's state to (every checkpoint_seconds and at the end)
-    and to continue from when it exists.
+    train_rows: (S, n) training rows of each seed; eval_sets: name -> (S, n_e) rows predicted
+    after every epoch; seeds: the S seeds (initialisation, batch order); order_key: mixed into
+    the batch-order and augmentation generators (fold, run); eval_seed: the fixed RNG seed of
+    every prediction pass; snapshot_at: protocol -> epoch per seed whose weights to keep;
+    best_on: an eval set whose best-Spearman epoch is kept as "best_on_<set>" (the last
+    epoch is always kept as "final"); checkpoint: a file the loop saves its state to (every
+    checkpoint_seconds and at the end) and continues from when it exists.
     """
-    epochs, bs, test_bs = cfg.train.epochs, cfg.train.batch_size, cfg.test.batch_size
+
+    train_rows: np.ndarray
+    eval_sets: dict[str, np.ndarray]
+    seeds: list[int]
+    epochs: int
+    batch_size: int
+    test_batch_size: int
+    order_key: tuple[int, ...] = (0, 0)
+    eval_seed: int = 1
+    snapshot_at: dict[str, list[int]] = field(default_factory=dict)
+    best_on: str | None = None
+    label: str = ""
+    checkpoint: Path | None = None
+    checkpoint_seconds: float = 300.0
+
+    @classmethod
+    def of(
+        cls,
+        cfg: TrainConfig,
+        train_rows: np.ndarray,
+        eval_sets: dict[str, np.ndarray],
+        seeds: list[int] | None = None,
+        **kw: Any,
+    ) -> RunPlan:
+        """A plan with the config's epochs, batch sizes, checkpoint interval and seeds."""
+        return cls(
+            train_rows=train_rows,
+            eval_sets=eval_sets,
+            seeds=list(cfg.train.seeds if seeds is None else seeds),
+            epochs=cfg.train.epochs,
+            batch_size=cfg.train.batch_size,
+            test_batch_size=cfg.test.batch_size,
+            checkpoint_seconds=60 * cfg.train.checkpoint_minutes,
+            **kw,
+        )
+
+
+def run_epochs(group: ModelGroup, data: TrainData, inputs: Any, plan: RunPlan) -> RunOutput:
+    """Train `group` for plan.epochs on plan.train_rows and predict every evaluation set
+    after each epoch (see RunPlan)."""
+    train_rows, eval_sets, seeds = plan.train_rows, plan.eval_sets, plan.seeds
+    epochs, bs, test_bs = plan.epochs, plan.batch_size, plan.test_batch_size
+    order_key, eval_seed, label = plan.order_key, plan.eval_seed, plan.label
+    snapshot_at, best_on, checkpoint = plan.snapshot_at, plan.best_on, plan.checkpoint
+    checkpoint_seconds = plan.checkpoint_seconds
     s_n, n = train_rows.shape
     device = data.video.device
     gens = [np.random.default_rng([seed, *order_key, 0]) for seed in seeds]  # batch order
@@ -122,7 +154,6 @@ def run_epochs(
     preds: dict[str, dict[str, np.ndarray]] = {k: {} for k in eval_sets}
     rho = {k: np.full((epochs, s_n), np.nan) for k in eval_sets}
     losses, lrs, secs = np.zeros((epochs, s_n)), np.zeros(epochs), np.zeros(epochs)
-    snapshot_at = snapshot_at or {}
     snaps: dict[str, list] = {k: [None] * s_n for k in snapshot_at}
     best_key = f"best_on_{best_on}" if best_on else None
     if best_key:

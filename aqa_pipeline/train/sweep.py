@@ -1,5 +1,12 @@
-"""Head sweeps: configs x seeds (x folds) as one Slurm job array (or in turn, here), and the
-table of their results (`aqa evaluate --sweep DIR`).
+"""Head sweeps: configs x seeds (x folds) as one Slurm job array (or in turn, here), run by
+the generic engine (`aqa_pipeline.launch`), and the table of their results
+(`aqa evaluate --sweep DIR`).
+
+    plan_sweep          the runs: SweepRun(name, config, seed, fold, run_dir) each
+    TrainRun            the task: one run (skipped when finished, resumed when requeued)
+    launch_train_sweep  plan, run here or as a Slurm array, print the table; the exit code
+    tabulate_sweep      one row per run from its metrics.json; format_sweep_table prints them
+    one_fold / load_with_folds   the labels of one fold; labels checked for the folds asked
 
 A sweep directory:
 
@@ -16,6 +23,7 @@ limit) continues from the checkpoints its first attempt left (`aqa train --resum
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import statistics
@@ -29,8 +37,8 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from aqa_pipeline.config import flatten, load_config
 from aqa_pipeline.errors import EXIT_OK, EXIT_USER_ERROR, AqaError
-from aqa_pipeline.launch.options import LaunchOptions
-from aqa_pipeline.launch.outcome import TaskOutcome
+from aqa_pipeline.launch import LaunchOptions, follow, make_executor, submit_array
+from aqa_pipeline.launch.local import run_in_turn
 from aqa_pipeline.train.config import resolve_config
 
 # Metric columns of the table, in this order, when present in metrics.json.
@@ -156,8 +164,6 @@ def launch_train_sweep(
     click.echo(f"sweep of {len(runs)} run(s) in {sweep_dir}")
 
     if opts.launcher == "slurm":
-        from aqa_pipeline.launch.slurm import follow, make_executor, submit_array
-
         executor = make_executor(Path(opts.log_dir or sweep_dir / "logs"), opts, "aqa-train")
         n = len(runs)
         jobs = submit_array(executor, TrainRun(), runs, [features] * n, [labels] * n)
@@ -165,8 +171,8 @@ def launch_train_sweep(
             click.echo(f"not waiting (--no-wait); when done: aqa evaluate --sweep {sweep_dir}")
             return EXIT_OK
         outcomes = follow(jobs, progress)
-    else:
-        outcomes = [_run_here(i, run, features, labels) for i, run in enumerate(runs)]
+    else:  # here, in turn: an error ends its run only (reported with the others)
+        outcomes = run_in_turn([functools.partial(TrainRun(), r, features, labels) for r in runs])
 
     for run, o in zip(runs, outcomes, strict=True):
         if not o.ok:
@@ -179,15 +185,6 @@ def launch_train_sweep(
         click.echo(f"{failed} of {len(runs)} run(s) did not finish", err=True)
         return EXIT_USER_ERROR
     return EXIT_OK
-
-
-def _run_here(i: int, run: SweepRun, features: Any, labels: Any) -> TaskOutcome:
-    """A local run; an error ends this run only (reported with the others)."""
-    try:
-        return TaskOutcome(i, result=TrainRun()(run, features, labels))
-    except Exception as exc:
-        message = exc.format_message() if isinstance(exc, AqaError) else str(exc)
-        return TaskOutcome(i, error=f"{type(exc).__name__}: {message}")
 
 
 # ---------------------------------------------------------------------------- the table

@@ -7,10 +7,10 @@ from . import i3d as _i3d  # noqa: F401  (importing registers the backbones and 
 from . import i3d_r50 as _i3d_r50  # noqa: F401
 from . import swin3d as _swin3d  # noqa: F401
 from .checkpoints import Checkpoint, read_checkpoint, sha256_file
+from .factory import build
 from .registry import (
     Backbone,
     BackboneSpec,
-    build,
     get_spec,
     list_backbones,
     register_backbone,

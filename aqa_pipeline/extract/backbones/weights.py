@@ -26,6 +26,7 @@ from aqa_pipeline.errors import AqaError
 from aqa_pipeline.extract.normalisation import PRESETS, check_preset
 
 from .checkpoints import LAYOUTS, Checkpoint
+from .registry import get_spec
 
 # The Kinetics-400 class names in index order (alphabetical; identical to DeepMind's
 # kinetics-i3d label_map.txt, which hassony2/kinetics_i3d_pytorch copies).
@@ -121,8 +122,6 @@ def register_weights(entry: WeightsEntry) -> WeightsEntry:
 def list_weights(backbone: str | None = None) -> list[WeightsEntry]:
     """All entries, or those of `backbone` (a registered backbone name), sorted by name."""
     if backbone is not None:
-        from .registry import get_spec  # registry imports this module
-
         get_spec(backbone)  # AqaError naming the known backbones
     return sorted(
         (e for e in _WEIGHTS.values() if backbone is None or e.backbone == backbone),

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import Dense, Hidden, difficulty, mlp_trunk
 from aqa_pipeline.train.heads.dae import DAELossOptions, GaussianOutput
+from aqa_pipeline.train.heads.registry import register_head
 
 
 def split_pairs(x: Tensor, use_difficulty: bool) -> tuple[Tensor, Tensor]:

@@ -16,9 +16,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import Dense, Hidden, mlp_trunk
+from aqa_pipeline.train.heads.registry import register_head
 from aqa_pipeline.train.losses import DAELoss, dae_loss
 
 Prediction = Literal["mean", "sample"]

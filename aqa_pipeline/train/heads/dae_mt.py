@@ -21,10 +21,10 @@ from pydantic import PositiveInt, model_validator
 from torch import Tensor, nn
 
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head
 from aqa_pipeline.train.heads.common import Combine, Hidden, combine_paths, difficulty, mlp_trunk
 from aqa_pipeline.train.heads.dae import DAELossOptions, GaussianOutput
+from aqa_pipeline.train.heads.registry import register_head
 
 
 @register_head("dae_mt")

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 from torch import Tensor, nn
 
-from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import (
     ScoreDist,
@@ -41,6 +40,7 @@ from aqa_pipeline.train.heads.common import (
     use_fast_dropout,
 )
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
+from aqa_pipeline.train.heads.registry import register_head
 from aqa_pipeline.train.losses_longform import hardest_triplet_loss
 
 

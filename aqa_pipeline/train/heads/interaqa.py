@@ -50,7 +50,6 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 from torch import Tensor, nn
 
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import (
     ScoreDist,
@@ -58,6 +57,7 @@ from aqa_pipeline.train.heads.common import (
     use_fast_dropout,
 )
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
+from aqa_pipeline.train.heads.registry import register_head
 from aqa_pipeline.train.losses_longform import attention_gram_kl
 
 Query = Literal["noise", "learned", "shared"]

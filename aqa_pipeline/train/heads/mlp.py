@@ -7,9 +7,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import Dense, Hidden, mlp_trunk
+from aqa_pipeline.train.heads.registry import register_head
 
 
 @register_head("mlp")

@@ -26,7 +26,6 @@ from pydantic import AfterValidator, Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.train.heads import register_head
 from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import (
     Combine,
@@ -37,6 +36,7 @@ from aqa_pipeline.train.heads.common import (
     difficulty,
     mlp_trunk,
 )
+from aqa_pipeline.train.heads.registry import register_head
 from aqa_pipeline.train.losses import gaussian_soft_labels, soft_label_kl
 
 Readout = Literal["argmax", "mean"]

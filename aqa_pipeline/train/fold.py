@@ -1,0 +1,244 @@
+"""One fold of a training run: `train_fold(...) -> FoldResult`.
+
+A fold is a train/test partition of the labels (see aqa_pipeline.datasets):
+1. with eval.val_fraction > 0, a validation run: each seed trains on its train rows minus a
+   seeded validation part and picks the epoch of best validation Spearman (and, with
+   eval.calibrate_sigma, the factor that makes its validation errors unit-variance);
+2. the full run: each seed trains on all train rows (same initialisation as in 1), the test
+   set is predicted after every epoch; snapshots are kept at the final epoch, at the epoch
+   chosen in 1 (`val`) and at the best test epoch (`best_on_test`, what papers report).
+Seeds (cfg.train.seeds, the one place they live) train together (vmapped) where the head
+allows, else one after the other. The fold returns everything it produced; the runner
+gathers the folds and writes the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aqa_pipeline.datasets import Fold
+from aqa_pipeline.errors import AqaError
+from aqa_pipeline.results.predictions import Predictions
+from aqa_pipeline.results.protocols import select_epoch
+from aqa_pipeline.train.config import TrainConfig
+from aqa_pipeline.train.data import TrainData
+from aqa_pipeline.train.group import build_group
+from aqa_pipeline.train.heads import build_head, head_class
+from aqa_pipeline.train.heads.base import HeadOptions
+from aqa_pipeline.train.inputs import FeatureNorm
+from aqa_pipeline.train.loop import RunOutput, RunPlan, run_epochs
+from aqa_pipeline.train.predict import (
+    clip_record,
+    eval_seed_of,
+    make_inputs,
+    predict_test,
+    record,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldResult:
+    """What one fold produced."""
+
+    preds: Predictions = field(default_factory=Predictions)  # test predictions, 3 protocols
+    epoch_rows: list[dict[str, Any]] = field(default_factory=list)  # epochs.csv rows
+    states: dict[tuple[str, str, int], dict[str, torch.Tensor]] = field(default_factory=dict)
+    selected: dict[str, dict[str, int]] = field(default_factory=dict)  # protocol -> seed -> epoch
+    norm: tuple[torch.Tensor, torch.Tensor] | None = None  # data.standardize mean, std
+    clip_records: list[dict[str, Any]] = field(default_factory=list)
+    sigma_scale: dict[str, float] = field(default_factory=dict)  # seed -> factor
+
+
+@dataclass(frozen=True)
+class FoldSetup:
+    """What every fold of a run shares."""
+
+    cfg: TrainConfig
+    data: TrainData
+    head_opts: HeadOptions
+    device: torch.device
+    checkpoint_dir: Path | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.cfg.train.seeds)
+
+    @property
+    def kind(self) -> str:
+        return head_class(self.cfg.head_name).input_kind
+
+    def make_head(self) -> Any:
+        return build_head(self.cfg.head_name, self.data.feature_dim, self.head_opts)
+
+
+def validation_split(
+    train: np.ndarray, seeds: Sequence[int], fold_index: int, fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed a seeded split of the train rows: (train part (S, n - v), val part (S, v))."""
+    n_val = max(1, round(len(train) * fraction))
+    if n_val >= len(train) - 1:
+        raise AqaError(f"eval.val_fraction {fraction} leaves too few training rows ({len(train)})")
+    tr, va = [], []
+    for seed in seeds:
+        perm = np.random.default_rng([seed, fold_index, 2]).permutation(train)
+        va.append(np.sort(perm[:n_val]))
+        tr.append(np.sort(perm[n_val:]))
+    return np.stack(tr), np.stack(va)
+
+
+def sigma_scale_factor(pred: np.ndarray, sigma: np.ndarray, true: np.ndarray) -> float:
+    """sqrt(mean(((true - pred) / sigma)^2)): the factor c that maximises the Gaussian
+    likelihood of the errors under sigma * c (so the scaled z-scores have unit variance)."""
+    z = (true - pred) / np.maximum(sigma, 1e-12)
+    return float(np.sqrt(np.mean(z**2)))
+
+
+def train_fold(setup: FoldSetup, fold_index: int, fold: Fold) -> FoldResult:
+    """Train and record one fold: the validation run (when enabled), then the full run."""
+    cfg, seeds, result = setup.cfg, setup.seeds, FoldResult()
+    norm = None
+    if cfg.data.standardize:
+        norm = FeatureNorm.fit(setup.data, fold.train, setup.kind == "clips")
+        result.norm = (norm.mean, norm.std)
+    epochs: dict[str, list[int]] = {}
+    if cfg.eval.val_fraction > 0:
+        epochs["val"] = _val_epochs(setup, fold_index, fold, norm, result)
+    log.info("fold %s: full run (%d train / %d test rows)", fold.name, len(fold.train),
+             len(fold.test))  # fmt: skip
+    out, group, inputs = _run(
+        setup,
+        fold_index,
+        fold,
+        "full",
+        np.tile(fold.train, (len(seeds), 1)),
+        {"test": np.tile(fold.test, (len(seeds), 1))},
+        norm,
+        result,
+        snapshot_at={"val": epochs["val"]} if "val" in epochs else {},
+        best_on="test",
+    )
+    epochs["final"] = out.snapshot_epoch["final"]
+    epochs["best_on_test"] = out.snapshot_epoch["best_on_test"]
+    sigma = out.preds["test"].get("sigma")
+    for protocol in ("final", "val", "best_on_test"):
+        if protocol not in epochs:
+            continue
+        at = epochs[protocol]
+        pick = (at, np.arange(len(seeds)))
+        record(result.preds, setup.data, fold, protocol, seeds, at, out.preds["test"]["score"][pick],
+               None if sigma is None else sigma[pick], result.sigma_scale)  # fmt: skip
+        result.selected[protocol] = {str(seed): int(at[s]) for s, seed in enumerate(seeds)}
+        for s, seed in enumerate(seeds):
+            result.states[protocol, fold.name, seed] = out.snapshots[protocol][s]
+        if setup.kind == "clips":
+            stored = out.preds["test"]["score"][pick]
+            _clip_outputs(setup, fold_index, fold, protocol, out.snapshots[protocol], stored,
+                          group, inputs, result)  # fmt: skip
+    return result
+
+
+def _run(
+    setup: FoldSetup,
+    fold_index: int,
+    fold: Fold,
+    run: str,
+    train_rows: np.ndarray,
+    eval_sets: dict[str, np.ndarray],
+    norm: FeatureNorm | None,
+    result: FoldResult,
+    **plan: Any,
+) -> tuple[RunOutput, Any, Any]:
+    """Train one run (validation or full); returns its output, the group and its inputs."""
+    cfg = setup.cfg
+    steps = math.ceil(train_rows.shape[1] / cfg.train.batch_size)
+    group = build_group(setup.make_head, setup.seeds, cfg, steps, setup.device)
+    inputs = make_inputs(setup.kind, setup.data, cfg, list(train_rows), norm)
+    checkpoint = (
+        setup.checkpoint_dir / f"fold{fold_index}_{run}.pt" if setup.checkpoint_dir else None
+    )
+    out = run_epochs(
+        group,
+        setup.data,
+        inputs,
+        RunPlan.of(
+            cfg,
+            train_rows,
+            eval_sets,
+            order_key=(fold_index, 0 if run == "full" else 1),
+            eval_seed=eval_seed_of(fold_index),
+            label=run,
+            checkpoint=checkpoint,
+            **plan,
+        ),
+    )
+    eval_name = next(iter(eval_sets))
+    for e in range(len(out.lr)):
+        for s, seed in enumerate(setup.seeds):
+            result.epoch_rows.append({
+                "fold": fold.name, "run": run, "seed": seed, "epoch": e, "lr": out.lr[e],
+                "train_loss": out.train_loss[e, s], "spearman": out.spearman[eval_name][e, s],
+                "seconds": out.seconds[e],
+            })  # fmt: skip
+    return out, group, inputs
+
+
+def _val_epochs(
+    setup: FoldSetup, fold_index: int, fold: Fold, norm: FeatureNorm | None, result: FoldResult
+) -> list[int]:
+    """Per seed, the epoch of best validation Spearman of a run on train minus val."""
+    cfg, seeds = setup.cfg, setup.seeds
+    tr, va = validation_split(fold.train, seeds, fold_index, cfg.eval.val_fraction)
+    log.info("fold %s: validation run (%d train / %d val rows per seed)", fold.name,
+             tr.shape[1], va.shape[1])  # fmt: skip
+    out = _run(setup, fold_index, fold, "val", tr, {"val": va}, norm, result)[0]
+    epochs = [select_epoch(out.spearman["val"][:, s]) for s in range(len(seeds))]
+    if cfg.eval.calibrate_sigma and "sigma" not in out.preds["val"]:
+        log.warning("eval.calibrate_sigma: head %s has no sigma; nothing to calibrate",
+                    cfg.head_name)  # fmt: skip
+    elif cfg.eval.calibrate_sigma:
+        p = out.preds["val"]
+        result.sigma_scale = {
+            str(seed): sigma_scale_factor(
+                p["score"][e, s], p["sigma"][e, s], setup.data.labels.score[va[s]]
+            )
+            for s, (seed, e) in enumerate(zip(seeds, epochs, strict=True))
+        }
+        log.info("fold %s: sigma scaled by %s (fitted on validation)", fold.name,
+                 result.sigma_scale)  # fmt: skip
+    return epochs
+
+
+def _clip_outputs(
+    setup: FoldSetup,
+    fold_index: int,
+    fold: Fold,
+    protocol: str,
+    states: list,
+    stored: np.ndarray,
+    group: Any,
+    inputs: Any,
+    result: FoldResult,
+) -> None:
+    """Re-predict the test set from a snapshot, keeping clip scores and weights;
+    `stored` (S, n) are the scores predicted at the selected epochs."""
+    group.load_state_dicts(states)
+    seeds, data = setup.seeds, setup.data
+    p = predict_test(group, data, inputs, fold, eval_seed_of(fold_index), len(seeds),
+                     setup.cfg.test.batch_size, clips=True)  # fmt: skip
+    if "clip_index" not in p:
+        return
+    for s, seed in enumerate(seeds):
+        if not np.allclose(p["score"][s], stored[s], rtol=1e-4, atol=1e-5 * data.scale):
+            log.warning("fold %s %s seed %d: re-predicted scores differ from the epoch's",
+                        fold.name, protocol, seed)  # fmt: skip
+        result.clip_records.append(clip_record(data, fold, protocol, seed, p, s))
