@@ -49,6 +49,11 @@ class Head(nn.Module):
     batch_seeds: ClassVar[bool] = False
     requires: tuple[str, ...] = ()  # heads whose needs depend on options set it in __init__
 
+    def __init__(self, options: HeadOptions | dict[str, Any] | None = None, **kw: Any):
+        """Validate the options (see `options`) and keep them as `self.opts`."""
+        super().__init__()
+        self.opts = self.options(options, **kw)
+
     @classmethod
     def options(cls, options: HeadOptions | dict[str, Any] | None = None, **kw: Any) -> Any:
         """Validate options (an Options instance, a dict or keywords) as `cls.Options`;

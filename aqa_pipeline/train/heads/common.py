@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 import torch
-from pydantic import ConfigDict, Field, PositiveInt
+from pydantic import ConfigDict, Field, PositiveInt, field_validator, model_validator
 from torch import Tensor, nn
 
 from aqa_pipeline.config import Section
 from aqa_pipeline.errors import AqaError
+from aqa_pipeline.train.heads.base import HeadOptions
 from aqa_pipeline.train.losses import LongformDAELoss, longform_dae_loss
 
 Combine = Literal["sum", "middle3"]  # how multi-path heads total their paths
@@ -72,6 +73,23 @@ def refuse_renamed_score_dist_keys(data: Any) -> Any:
                     f"head.score_dist.kind=dae --set head.score_dist.{new}={data[old]})"
                 )
     return data
+
+
+class ScoreDistOptions(HeadOptions):
+    """The options every long-form head (gdlt, interaqa) shares: `score_dist`, one
+    `ScoreDist`, given as a mapping or as its kind (`score_dist: dae`)."""
+
+    score_dist: ScoreDist = ScoreDist()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed_score_dist_keys(data)
+
+    @field_validator("score_dist", mode="before")
+    @classmethod
+    def _score_dist_kind(cls, value: Any) -> Any:
+        return ScoreDist.shorthand(value)
 
 
 class Dense(nn.Module):

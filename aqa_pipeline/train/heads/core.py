@@ -51,9 +51,9 @@ class PairHead(Head):
     input_kind = "pairs"
     batch_seeds = True
 
-    def __init__(self, in_dim: int, o: PairOptions):
-        super().__init__()
-        self.opts = o
+    def __init__(self, in_dim: int, options: PairOptions | None = None, **kw: Any):
+        super().__init__(options, **kw)
+        o = self.opts
         self.use_difficulty = o.difficulty
         self.requires = ("difficulty",) if self.use_difficulty else ()
         self.trunk = mlp_trunk(2 * in_dim + 1, o.hidden)
@@ -68,8 +68,7 @@ class CoReHead(PairHead):
         """PairOptions: hidden, difficulty."""
 
     def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
-        o = self.options(options, **kw)
-        super().__init__(in_dim, o)
+        super().__init__(in_dim, options, **kw)
         self.delta = Dense(self.width, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
@@ -95,8 +94,7 @@ class DAECoReHead(PairHead):
         """PairOptions (hidden, difficulty) and DAELossOptions (loss, alpha, beta, predict)."""
 
     def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
-        o = self.options(options, **kw)
-        super().__init__(in_dim, o)
+        super().__init__(in_dim, options, **kw)
         self.gauss = GaussianOutput(self.width)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:

@@ -58,9 +58,8 @@ class DAEMTHead(Head):
             return self
 
     def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
-        o = self.options(options, **kw)
-        super().__init__()
-        self.opts = o
+        super().__init__(options, **kw)
+        o = self.opts
         if o.paths == "none":
             num_paths = 1
         elif o.num_paths is None:

@@ -30,15 +30,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import Tensor, nn
 
-from aqa_pipeline.train.heads.base import Head, HeadOptions
-from aqa_pipeline.train.heads.common import (
-    ScoreDist,
-    refuse_renamed_score_dist_keys,
-    use_fast_dropout,
-)
+from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.common import ScoreDistOptions, use_fast_dropout
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
 from aqa_pipeline.train.heads.registry import register_head
 from aqa_pipeline.train.losses_longform import hardest_triplet_loss
@@ -90,7 +86,7 @@ class GDLT(Head):
 
     input_kind = "clips"
 
-    class Options(HeadOptions):
+    class Options(ScoreDistOptions):
         """hidden_dim: d of the transformer (divisible by num_heads); ffn_dim: its FFN width
         (None: 3 * hidden_dim); num_grades: G >= 2 grade queries; dropout: in [0, 1);
         alpha: the triplet loss's weight (0: MSE alone); margin: its margin; score_dist:
@@ -105,17 +101,6 @@ class GDLT(Head):
         dropout: float = Field(0.7, ge=0, lt=1)
         alpha: float = Field(0.5, ge=0)
         margin: float = Field(1.0, ge=0)
-        score_dist: ScoreDist = ScoreDist()
-
-        @model_validator(mode="before")
-        @classmethod
-        def _renamed(cls, data: Any) -> Any:
-            return refuse_renamed_score_dist_keys(data)
-
-        @field_validator("score_dist", mode="before")
-        @classmethod
-        def _score_dist_kind(cls, value: Any) -> Any:
-            return ScoreDist.shorthand(value)
 
         @model_validator(mode="after")
         def _heads_divide_dim(self) -> GDLT.Options:
@@ -127,9 +112,8 @@ class GDLT(Head):
             return self
 
     def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
-        o = self.options(options, **kw)
-        super().__init__()
-        self.opts = o
+        super().__init__(options, **kw)
+        o = self.opts
         hidden_dim, num_heads, num_grades = o.hidden_dim, o.num_heads, o.num_grades
         ffn_dim, dropout = o.ffn_dim or 3 * hidden_dim, o.dropout
         self.alpha, self.margin = o.alpha, o.margin

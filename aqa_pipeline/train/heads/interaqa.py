@@ -46,16 +46,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.train.heads.base import Head, HeadOptions
-from aqa_pipeline.train.heads.common import (
-    ScoreDist,
-    refuse_renamed_score_dist_keys,
-    use_fast_dropout,
-)
+from aqa_pipeline.train.heads.base import Head
+from aqa_pipeline.train.heads.common import ScoreDistOptions, use_fast_dropout
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
 from aqa_pipeline.train.heads.registry import register_head
 from aqa_pipeline.train.losses_longform import attention_gram_kl
@@ -141,7 +137,7 @@ class InterAQA(Head):
 
     input_kind = "clips"
 
-    class Options(HeadOptions):
+    class Options(ScoreDistOptions):
         """preset: "paper" or "clean", the defaults of query, pos_adds_query0 and
         self_attn_residual (None = the preset's; see the module docstring and PRESETS).
         query_var: the noise queries' std; max_queries: the longest clip sequence;
@@ -161,17 +157,6 @@ class InterAQA(Head):
         self_attn_residual: Residual | None = None
         attn_loss_weight: float = Field(1.0, ge=0)
         pred_noise: float = Field(0.05, ge=0)
-        score_dist: ScoreDist = ScoreDist()
-
-        @model_validator(mode="before")
-        @classmethod
-        def _renamed(cls, data: Any) -> Any:
-            return refuse_renamed_score_dist_keys(data)
-
-        @field_validator("score_dist", mode="before")
-        @classmethod
-        def _score_dist_kind(cls, value: Any) -> Any:
-            return ScoreDist.shorthand(value)
 
         def resolved(self, key: str) -> Any:
             """query, pos_adds_query0 or self_attn_residual: as given, else the preset's."""
@@ -179,9 +164,8 @@ class InterAQA(Head):
             return PRESETS[self.preset][key] if value is None else value
 
     def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
-        o = self.options(options, **kw)
-        super().__init__()
-        self.opts = o
+        super().__init__(options, **kw)
+        o = self.opts
         if in_dim % o.num_heads:
             raise AqaError(
                 f"interaqa: feature dim {in_dim} is not divisible by {o.num_heads} heads"

@@ -22,9 +22,8 @@ class MLPHead(Head):
         hidden: Hidden = (256, 128)
 
     def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
-        o = self.options(options, **kw)
-        super().__init__()
-        self.opts = o
+        super().__init__(options, **kw)
+        o = self.opts
         self.trunk = mlp_trunk(in_dim, o.hidden)
         self.out = Dense(o.hidden[-1] if o.hidden else in_dim, 1)
 

@@ -101,9 +101,8 @@ class USDLHead(Head):
         difficulty: bool = False
 
     def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
-        o = self.options(options, **kw)
-        super().__init__()
-        self.opts = o
+        super().__init__(options, **kw)
+        o = self.opts
         self.bins = ScoreBins(o.score_range, o.num_bins, o.std)
         self.readout, self.use_difficulty = o.readout, o.difficulty
         self.requires = ("difficulty",) if self.use_difficulty else ()
@@ -155,9 +154,8 @@ class MUSDLHead(Head):
             return self
 
     def __init__(self, in_dim: int, options: Options | None = None, **kw: Any):
-        o = self.options(options, **kw)
-        super().__init__()
-        self.opts = o
+        super().__init__(options, **kw)
+        o = self.opts
         if o.num_paths is None:
             raise AqaError("musdl: needs num_paths (the loop fills it from the labels)")
         self.bins = ScoreBins(o.score_range, o.num_bins, o.std)
