@@ -6,7 +6,7 @@ the mean of its clip features. Targets TES and PCS, one model per target.
 
 - ridge: closed form on the mean features (centred), lambda chosen by 5-fold
   cross-validation on the training set (mean fold Spearman) over a log grid. Deterministic.
-- dae / mlp: `run_training` with configs/train/{dae,mlp}_fisv_{tes,pcs}.yaml, 5 seeds; the
+- dae / mlp: `run_training` with aqa_pipeline/configs/train/{dae,mlp}_fisv_{tes,pcs}.yaml, 5 seeds; the
   final, val and best_on_test protocols (best_on_test is shown for reference only).
 
     python benchmarks/bench_fisv_avg.py [--fisv ../shared/data/fisv] [--seeds 5] [--threads 1]

@@ -1,4 +1,4 @@
-"""Choose the settings of configs/train/{dae,mlp}_fisv_{tes,pcs}.yaml by 5-fold
+"""Choose the settings of aqa_pipeline/configs/train/{dae,mlp}_fisv_{tes,pcs}.yaml by 5-fold
 cross-validation on Fis-V's 400 training programs (the test programs are never read).
 
 Each setting (DAE loss x standardize x lr x weight decay) trains once per fold; the five

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aqa_pipeline"
 
 # lowest first; a module may import from its own package and from lower layers only
 LAYERS = [
-    {"aqa_pipeline", "errors", "config", "provenance", "synthetic"},
+    {"aqa_pipeline", "errors", "config", "provenance", "plugins", "synthetic"},
     {"datasets", "features", "results", "launch"},
     {"extract"},
     {"train"},
@@ -105,3 +105,23 @@ def test_the_graph_sees_imports_inside_functions():
     # cli/__init__.py imports its command modules inside _register()
     assert "aqa_pipeline.cli.train" in edges["aqa_pipeline.cli"]
     assert layer("aqa_pipeline.cli.train") > layer("aqa_pipeline.train.runner")
+
+
+def test_plugin_packages_import_every_module(tmp_path, monkeypatch):
+    """A new backbone, head or adapter is one new file: import_all imports it."""
+    import sys
+
+    from aqa_pipeline.plugins import import_all
+
+    pkg = tmp_path / "myplugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from aqa_pipeline.plugins import import_all\nFOUND = import_all(__name__, __path__)\n"
+    )
+    (pkg / "new_head.py").write_text("LOADED = True\n")
+    (pkg / "_private.py").write_text("raise RuntimeError('not a plugin')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import myplugins  # noqa: F401
+
+    assert myplugins.FOUND == ["new_head"] and sys.modules["myplugins.new_head"].LOADED
+    assert import_all("aqa_pipeline.train.heads", [str(PACKAGE / "train" / "heads")])

@@ -218,3 +218,51 @@ def test_a_recipe_without_normalize_takes_the_weights_own(tmp_path, make_video, 
     assert not torch.allclose(torch.as_tensor(implicit.clip_features),
                               torch.as_tensor(other.clip_features))  # fmt: skip
     assert "overrides the 'minus1_1'" in other.provenance["normalize_override"]
+
+
+@pytest.mark.parametrize(
+    "what, name",
+    [
+        ("backbones", "swin3d_b"),
+        ("weights", "i3d_piergiaj_rgb_imagenet"),
+        ("recipes", "i3d_musdl"),
+        ("configs", "dae_mtl_aqa"),
+        ("heads", "interaqa"),
+        ("datasets", "fisv"),
+    ],
+)
+def test_aqa_list_prints_the_registries(what, name):
+    res = aqa("list", what)
+    assert res.exit_code == 0, res.output
+    names = [line.split()[0] for line in res.output.splitlines() if line.strip()]
+    assert name in names and len(names) == len(set(names))
+
+
+def test_a_built_wheel_finds_its_configs_from_any_directory(tmp_path):
+    """The configs are package data: a non-editable install (the wheel, unpacked) resolves
+    `--config i3d_musdl` and `--config dae_mtl_aqa` from another directory."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools", minversion="77")  # what pyproject.toml builds with
+    root = Path(__file__).resolve().parents[1]
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(wheels), str(root)], check=True, capture_output=True)  # fmt: skip
+    site = tmp_path / "site"
+    zipfile.ZipFile(next(wheels.glob("*.whl"))).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import aqa_pipeline, aqa_pipeline.config as c\n"
+        "from aqa_pipeline.extract.recipe import load_recipe\n"
+        "from aqa_pipeline.train.config import load_train_config\n"
+        "print(aqa_pipeline.__file__)\n"
+        "print(load_recipe('i3d_musdl').sampling.window, load_train_config('dae_mtl_aqa').head_name)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    where, values = out.stdout.splitlines()[-2:]
+    assert where.startswith(str(site)) and values == "103 dae"

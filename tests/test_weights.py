@@ -35,6 +35,7 @@ from aqa_pipeline.extract.backbones.weights import (
     KINETICS400_CATEGORIES,
     LAYOUT_NORMALISATION,
     WeightsEntry,
+    describe_weights,
     expected_normalisation,
 )
 from aqa_pipeline.extract.normalisation import PRESETS, check_preset
@@ -335,8 +336,9 @@ def test_resolve_normalisation(i3d_state, tmp_path: Path) -> None:
 def test_resolve_normalisation_without_an_entry() -> None:
     model = build("swin3d", random_init=True, seed=3, **TINY_SWIN)
     assert resolve_normalisation(model, None) == ("imagenet", None)
-    preset, warning = resolve_normalisation(model, "kinetics")
-    assert preset == "kinetics" and "'imagenet'" in warning and "random init, seed 3" in warning
+    # random weights expect nothing: a named preset is applied without an override warning
+    assert resolve_normalisation(model, "kinetics") == ("kinetics", None)
+    assert describe_weights(model) == "random init, seed 3"
     with pytest.raises(AqaError, match="build backbones with build"):
         expected_normalisation(torch.nn.Linear(1, 1))
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from aqa_pipeline.config import list_configs
 from aqa_pipeline.errors import SomeFailedError
+from aqa_pipeline.extract.backbones import list_backbones
 from aqa_pipeline.extract.recipe import load_recipe
 from aqa_pipeline.extract.runner import ExtractJob, ExtractSummary, run_extraction
 from aqa_pipeline.extract.shards import launch_extraction
@@ -30,7 +32,8 @@ def print_summary(summary: ExtractSummary) -> None:
     "--config",
     "config_path",
     required=True,
-    help="Recipe YAML, or a name in configs/extract (i3d_musdl, swin_b_gdlt ...).",
+    help=f"Recipe: a YAML file or a shipped name ({', '.join(list_configs('extract'))}; "
+    "aqa list recipes).",
 )
 @click.option(
     "--input",
@@ -47,7 +50,7 @@ def print_summary(summary: ExtractSummary) -> None:
 @click.option(
     "--backbone",
     default=None,
-    help="Override the recipe's backbone (i3d, i3d_r50, swin3d_t, swin3d_s, swin3d_b, swin3d).",
+    help=f"Override the recipe's backbone ({', '.join(list_backbones())}; aqa list backbones).",
 )
 @click.option(
     "--weights",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from aqa_pipeline.datasets import list_adapters
 from aqa_pipeline.launch import LaunchOptions, launcher_options
 from aqa_pipeline.train.sweep import launch_train_sweep
 
@@ -49,10 +50,9 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     "--labels",
     default=None,
     metavar="SPEC",
-    help="Labels: NAME:PATH[?key=value&...], e.g. mtl_aqa:DIR, "
-    "jigsaws:DIR?task=Suturing&fold=0, aqa7:DIR?class=diving, fisv:DIR?target=TES, "
-    "csv:FILE.csv (video_id,score[,split][,difficulty][,judge_1..][,sub_*][,class]). "
-    "Default: the config's labels.",
+    help=f"Labels: NAME:PATH[?key=value&...] with NAME one of {', '.join(list_adapters())} "
+    "(aqa list datasets), e.g. jigsaws:DIR?task=Suturing&fold=0, fisv:DIR?target=TES, "
+    "csv:FILE.csv. Default: the config's labels.",
 )
 @click.option(
     "--run-dir",

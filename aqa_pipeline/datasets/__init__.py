@@ -48,16 +48,6 @@ Examples: `mtl_aqa:/data/MTL-AQA/info`, `jigsaws:/data/jigsaws?task=Suturing&fol
 
 from __future__ import annotations
 
-import importlib
-
-# importing the adapters runs their @register_adapter
-from aqa_pipeline.datasets import (  # noqa: E402, F401
-    aqa7,
-    fisv,
-    generic_csv,
-    jigsaws,
-    mtl_aqa,
-)
 from aqa_pipeline.datasets.base import AdapterOptions, Fold, LabelSet, load_pickle
 from aqa_pipeline.datasets.registry import (
     adapter,
@@ -67,13 +57,10 @@ from aqa_pipeline.datasets.registry import (
     parse_spec,
     register_adapter,
 )
+from aqa_pipeline.plugins import import_all
 
-for _optional in ("rg", "logo"):  # the long-form datasets' adapters, when present
-    try:
-        importlib.import_module(f"aqa_pipeline.datasets.{_optional}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"aqa_pipeline.datasets.{_optional}":
-            raise
+# every module here is imported, which runs their @register_adapter
+import_all(__name__, __path__)
 
 __all__ = [
     "adapter",

@@ -1,7 +1,7 @@
 """Clip sampling recipes: which frames of a video make each clip (indices only).
 
 Every recipe maps (number of frames, frame rate) to an int array (K clips, L frames) of
-frame indices into the (trimmed) video; nothing is random. Recipes (configs/extract):
+frame indices into the (trimmed) video; nothing is random. Recipes (aqa_pipeline/configs/extract):
 
 - `starts`     a window of `window` frames (anchored at the start or the end of the video),
                clips of `clip_len` frames at the given starts; a negative start counts from

@@ -1,11 +1,13 @@
 """Frozen video backbones: `build(name, weights=...)` -> module with forward_features (B, D).
 
 Known weights files and the input they expect: `list_weights`, `match_weights` (weights.py).
+To add a backbone: one module here with a `@register_backbone(BackboneSpec(...))` builder and
+a `register_weights(WeightsEntry(...))` per known file (see i3d_r50.py), a recipe in
+aqa_pipeline/configs/extract/ and a test; the module is imported by `import_all` below.
 """
 
-from . import i3d as _i3d  # noqa: F401  (importing registers the backbones and their weights)
-from . import i3d_r50 as _i3d_r50  # noqa: F401
-from . import swin3d as _swin3d  # noqa: F401
+from aqa_pipeline.plugins import import_all
+
 from .checkpoints import Checkpoint, read_checkpoint, sha256_file
 from .factory import build
 from .registry import (
@@ -24,6 +26,9 @@ from .weights import (
     register_weights,
     resolve_normalisation,
 )
+
+# every module here is imported: builders register their backbones and weights entries
+import_all(__name__, __path__)
 
 __all__ = [
     "Backbone",

@@ -189,11 +189,14 @@ def resolve_normalisation(model: Any, requested: str | None) -> tuple[str, str |
     requested is the recipe's `preprocess.normalize`: None takes the weights' preset; the
     weights' own preset gives no warning; any other preset is applied, with a one-line warning
     naming both presets and the weights (the caller logs it and keeps it in the provenance).
+    Random-init weights expect nothing: a named preset is applied without a warning.
     """
     expected = expected_normalisation(model)
     if requested is None or requested == expected:
         return expected, None
     check_preset(requested, "preprocess.normalize")
+    if (getattr(model, "weights_info", None) or {}).get("random_init"):
+        return requested, None  # random weights expect nothing: no override to report
     return requested, (
         f"preprocess.normalize {requested!r} overrides the {expected!r} normalisation that "
         f"these weights ({describe_weights(model)}) expect"
