@@ -194,11 +194,13 @@ def main() -> None:
             for amp in args.amp or default_amp:
                 cfg["train"]["amp"] = amp
                 run_dir = args.runs_dir / f"{name}_{amp}_e{cfg['train']['epochs']}"
-                run_dir.mkdir(parents=True, exist_ok=True)
                 info = {"head": head, "config": name, "amp": amp, "epochs": cfg["train"]["epochs"]}
-                (run_dir / "bench.json").write_text(json.dumps(info))
                 resume = was_interrupted(run_dir)
-                run_training(cfg, features, None, run_dir, list(args.seeds), resume=resume)
+                run_training(
+                    cfg, features, None, run_dir, list(args.seeds), resume=resume, overwrite=True
+                )
+                # after the run: a finished run is moved into place, replacing run_dir
+                (run_dir / "bench.json").write_text(json.dumps(info))
                 rows.append(summary_row(run_dir))
                 print_table(rows[-1:])
     print()

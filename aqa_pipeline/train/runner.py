@@ -1,17 +1,15 @@
 """`run_training`: train a head on cached features for every fold and seed, write the run
 directory and return the metrics.
 
-Per fold (a train/test partition of the labels; see aqa_pipeline.datasets):
-1. with eval.val_fraction > 0, a validation run: each seed trains on its train rows minus a
-   seeded validation part and picks the epoch of best validation Spearman;
-2. the full run: each seed trains on all train rows (same initialisation as in 1), the test
-   set is predicted after every epoch; snapshots are kept at the final epoch, at the epoch
-   chosen in 1 (`val`) and at the best test epoch (`best_on_test`, what papers report).
-Seeds train together (vmapped) where the head allows, else one after the other.
+1. the config is validated once (`TrainConfig`), the labels and features loaded once;
+2. every fold is trained by `fold.train_fold`, which returns a `FoldResult` (validation run,
+   full run, the three protocols' predictions and snapshots);
+3. the results are gathered into the run directory (`aqa_pipeline.results`), written into
+   `.RUN_DIR.partial/` and renamed to RUN_DIR when complete.
 
-Every run saves checkpoints under run_dir/checkpoints/ (train.checkpoint_minutes), removed
-when training completes; `resume=True` continues a killed run from them, after checking
-that the resolved config is the one the run directory was started with.
+Every run saves checkpoints under .RUN_DIR.partial/checkpoints/ (train.checkpoint_minutes);
+`resume=True` continues a killed run from them, after checking that the resolved config is
+the one the run was started with.
 """
 
 from __future__ import annotations
@@ -139,8 +137,9 @@ def run_training(
 
 
 def _train(
-    cfg: TrainConfig, features: Any, labels: Any, run_dir: Path, t0: float, resume: bool
+    cfg: TrainConfig, features: Any, labels: Any, work: Path, t0: float, resume: bool
 ) -> dict[str, Any]:
+    """Train every fold and write the run into `work` (the partial dir)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     spec = labels if labels is not None else cfg.labels
@@ -159,13 +158,13 @@ def _train(
     data = TrainData.build(fs, labels, scale, clips=cls.input_kind == "clips", cache=cache)
     data = data.to(device)
     check_requirements(build_head(cfg.head_name, data.feature_dim, head_opts), labels)
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = work / "checkpoints"
     if resume:
-        check_same_config(run_dir / "config.yaml", cfg)  # before anything is written
+        check_same_config(work / "config.yaml", cfg)  # before anything is written
         found = sorted(p.name for p in checkpoints.glob("*.pt"))
-        log.info("resuming %s: checkpoints %s", run_dir, found or "none (starting over)")
-    rundir.write_yaml(run_dir / "config.yaml", cfg.plain())
-    rundir.write_json(run_dir / "environment.json", rundir.environment(str(device)))
+        log.info("resuming %s: checkpoints %s", work, found or "none (starting over)")
+    rundir.write_yaml(work / "config.yaml", cfg.plain())
+    rundir.write_json(work / "environment.json", rundir.environment(str(device)))
     log.info(
         "head %s on %s (%d-d, %s) with %s: %d fold(s), seeds %s",
         cfg.head_name,
@@ -181,8 +180,8 @@ def _train(
     preds = Predictions()
     for f in folds:
         preds.extend(f.preds)
-    rundir.write_epochs(run_dir / "epochs.csv", [row for f in folds for row in f.epoch_rows])
-    preds.write(run_dir / "predictions.csv")
+    rundir.write_epochs(work / "epochs.csv", [row for f in folds for row in f.epoch_rows])
+    preds.write(work / "predictions.csv")
     selected: dict[str, dict[str, dict[str, int]]] = {}
     for fold, f in zip(labels.folds, folds, strict=True):
         for protocol, per_seed in f.selected.items():
@@ -208,10 +207,10 @@ def _train(
     }
     states = {k: v for f in folds for k, v in f.states.items()}
     norms = {fold.name: f.norm for fold, f in zip(labels.folds, folds, strict=True) if f.norm}
-    rundir.save_heads(run_dir, states, norms, sidecar)
+    rundir.save_heads(work, states, norms, sidecar)
     clip_records = [r for f in folds for r in f.clip_records]
     if clip_records:
-        rundir.write_clip_outputs(run_dir / "clip_outputs.h5", clip_records)
+        rundir.write_clip_outputs(work / "clip_outputs.h5", clip_records)
     ranges = {f.name: labels.score_range(f) for f in labels.folds}
     metrics = summarize(preds, ranges, scale, cfg.eval.bootstrap)
     info = RunInfo(
@@ -226,9 +225,9 @@ def _train(
     metrics.update(info.as_dict())
     if sigma_scale:
         metrics["sigma_scale"] = sigma_scale
-    rundir.write_json(run_dir / "metrics.json", metrics)
+    rundir.write_json(work / "metrics.json", metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    write_report(run_dir, metrics)
+    write_report(work, metrics)
     log.info(
         "done: spearman %.4f (final), %s (val), %.4f (best on test) in %.1fs",
         metrics["spearman"],
