@@ -52,6 +52,7 @@ def assert_user_error(res, *words: str) -> None:
         ("preprocess.normalize=imagenett", ["preprocess.normalize", "imagenett", "minus1_1"]),
         ("backbone.name=i3dd", ["backbone.name", "did you mean i3d?"]),
         ("sampling.stride=4", ["sampling.stride", "consecutive"]),
+        ("backbone.arch.numerix=hassony2", ["backbone.arch", "numerix", "did you mean numerics?"]),
     ],
 )
 def test_extract_refuses_bad_recipe_values_before_any_work(tmp_path, make_video, override, words):

@@ -16,9 +16,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from aqa_pipeline.config import Section, did_you_mean, load_config, parse
+from aqa_pipeline.errors import AqaError
 from aqa_pipeline.extract.preprocess import Preprocess
 from aqa_pipeline.extract.sampling import Sampling
 
@@ -43,6 +51,16 @@ class BackboneConfig(Section):
                 f"backbone.name: unknown backbone {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}"
             )
         return name
+
+    @model_validator(mode="after")
+    def _arch_keys(self) -> BackboneConfig:
+        from aqa_pipeline.extract.backbones.factory import check_arch
+
+        try:
+            check_arch(self.name, self.arch)
+        except AqaError as exc:
+            raise ValueError(f"backbone.arch: {exc.format_message()}") from None
+        return self
 
 
 class Runtime(Section):

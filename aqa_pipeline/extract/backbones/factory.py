@@ -3,17 +3,17 @@ hashed and identified (its `WeightsEntry`, the normalisation it expects), in eva
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from aqa_pipeline.config import did_you_mean
 from aqa_pipeline.errors import AqaError
 
 from .checkpoints import hub_checkpoint_file, hub_hash_prefix, read_checkpoint
-from .registry import HUB_SOURCES, Backbone, BackboneSpec, _Entry, _entry
+from .registry import HUB_SOURCES, Backbone, BackboneSpec, _entry, arch_keys
 from .weights import LAYOUT_NORMALISATION, match_weights
 
 
@@ -46,7 +46,7 @@ def build(
         )
     if weights is not None and random_init:
         raise AqaError(f"backbone {name!r}: pass either a weights file or random_init, not both")
-    _check_arch_kwargs(entry, arch)
+    check_arch(name, arch)
 
     checkpoint = None
     if weights is not None:
@@ -81,14 +81,15 @@ def build(
     return model.eval()
 
 
-def _check_arch_kwargs(entry: _Entry, arch: dict[str, Any]) -> None:
-    params = inspect.signature(entry.builder).parameters
-    accepted = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+def check_arch(name: str, arch: dict[str, Any]) -> None:
+    """AqaError naming the architecture keywords backbone `name` does not take."""
+    accepted = arch_keys(name)
     unknown = sorted(set(arch) - set(accepted))
     if unknown:
         takes = ", ".join(accepted) if accepted else "no architecture arguments"
+        hint = did_you_mean(unknown[0], accepted)
         raise AqaError(
-            f"backbone {entry.spec.name!r} does not take {', '.join(unknown)}; it takes: {takes}"
+            f"backbone {name!r} does not take {', '.join(unknown)}{hint}; it takes: {takes}"
         )
 
 

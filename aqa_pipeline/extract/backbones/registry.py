@@ -8,6 +8,7 @@ checks, reading and hashing the file, seeding, provenance).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -138,3 +139,9 @@ def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
         raise AqaError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
     return _REGISTRY[name]
+
+
+def arch_keys(name: str) -> list[str]:
+    """The architecture keywords backbone `name` takes (its builder's keyword-only arguments)."""
+    params = inspect.signature(_entry(name).builder).parameters
+    return [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
