@@ -34,6 +34,7 @@ from aqa_pipeline.features import FeatureSet, VideoRecord
 from aqa_pipeline.results.metrics import bootstrap_spearman_difference, spearman
 from aqa_pipeline.results.predictions import Predictions
 from aqa_pipeline.train import run_training
+from aqa_pipeline.train.baseline import ridge_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = "swintx_avg_fps25_clip32"
@@ -54,45 +55,15 @@ def mean_features(folder: Path) -> FeatureSet:
     return FeatureSet.from_records(recs, 1024, key_fields={"features": FEATURES, "pool": "mean"})
 
 
-def ridge_fit(
-    x: np.ndarray, y: np.ndarray, lams: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Weights (L, D) for each lambda, feature mean and target mean (centred ridge via SVD)."""
-    mx, my = x.mean(0), y.mean()
-    u, s, vt = np.linalg.svd(x - mx, full_matrices=False)
-    uy = u.T @ (y - my)
-    w = np.stack([vt.T @ (s / (s**2 + lam) * uy) for lam in lams])
-    return w, mx, my
-
-
-def ridge_cv(
-    x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0
-) -> tuple[float, np.ndarray]:
-    """Lambda with the best mean fold Spearman on (x, y), and the CV curve."""
-    lams = np.logspace(-3, 5, 33)
-    order = np.random.default_rng(seed).permutation(len(y))
-    scores = np.zeros((folds, len(lams)))
-    for k in range(folds):
-        val = order[k::folds]
-        tr = np.setdiff1d(order, val)
-        w, mx, my = ridge_fit(x[tr], y[tr], lams)
-        pred = (x[val] - mx) @ w.T + my  # (n_val, L)
-        scores[k] = [spearman(pred[:, j], y[val]) for j in range(len(lams))]
-    curve = scores.mean(0)
-    return float(lams[int(np.argmax(curve))]), curve
-
-
 def ridge_test(fs: FeatureSet, labels: LabelSet) -> tuple[float, float, dict[str, float]]:
     """Test Spearman, the CV-chosen lambda and the test predictions by video id."""
     fold = labels.folds[0]
     rows = np.array([fs.index(v) for v in labels.video_ids])
     x = fs.video_features[rows].astype(np.float64)
     y = labels.score
-    lam, _ = ridge_cv(x[fold.train], y[fold.train])
-    w, mx, my = ridge_fit(x[fold.train], y[fold.train], np.array([lam]))
-    pred = (x[fold.test] - mx) @ w[0] + my
+    fit = ridge_baseline(x, y, fold.train, fold.test)  # what every aqa train run reports
     ids = [labels.video_ids[r] for r in fold.test]
-    return spearman(pred, y[fold.test]), lam, dict(zip(ids, pred, strict=True))
+    return spearman(fit.pred, y[fold.test]), fit.lam, dict(zip(ids, fit.pred, strict=True))
 
 
 def paired_to_ridge(run_dir: Path, ridge: dict[str, float], protocol: str) -> str:

@@ -10,7 +10,7 @@ mean and std of all 400 training programs' features (no labels are involved).
     python benchmarks/fisv_avg_select.py [--fisv ../shared/data/fisv] [--threads 1]
 
 Prints every setting's CV Spearman and, per head and target, the best one, beside ridge
-regression's best CV Spearman on the same folds (bench_fisv_avg.ridge_cv).
+regression's best CV Spearman on the same folds (aqa_pipeline.train.baseline.ridge_cv).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_fisv_avg import mean_features, ridge_cv
+from bench_fisv_avg import mean_features
 
 from aqa_pipeline.datasets import load_labels
+from aqa_pipeline.train.baseline import ridge_cv
 from aqa_pipeline.train.config import resolve_config
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group

@@ -18,6 +18,13 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
             f"{name:>13}: Spearman {d['spearman']:.4f} +- {d['spearman_std']:.4f} "
             f"(95% CI {lo:.3f}..{hi:.3f}), R-l2 {d['rl2']:.3f}, MSE {d['mse']:.3f}"
         )
+    if "baseline" in metrics:
+        b, vs = metrics["baseline"], metrics["vs_baseline"]
+        lo, hi = vs["ci95"]
+        click.echo(
+            f"ridge baseline: Spearman {b['spearman']:.4f}; head (final) minus ridge "
+            f"{vs['difference']:+.4f} (paired 95% CI {lo:+.3f}..{hi:+.3f})"
+        )
     if "coverage_90" in metrics:
         click.echo(
             f"        sigma: NLL {metrics['nll']:.3f}, coverage 50% {metrics['coverage_50']:.3f}, "

@@ -32,6 +32,7 @@ from aqa_pipeline.train.predict import (
     make_inputs,
     predict_test,
     record,
+    record_baseline,
 )
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def rescore(
 ) -> tuple[Predictions, dict[str, Any], list[dict[str, Any]], FeatureSet]:
     """(predictions, info, clip records, feature set) of the saved heads on `features`.
 
-    info has "score_ranges", "label_scale", "labels" and "features"."""
+    info has "score_ranges", "label_scale", "labels", "features" and "baseline" (the ridge
+    baseline refitted on this cache's training rows, when the run's eval.baseline is ridge)."""
     sidecar, states, norms = load_heads(run_dir)
     cfg = resolve_config(read_yaml(run_dir / "config.yaml"), where=str(run_dir / "config.yaml"))
     labels = load_labels(labels if labels is not None else sidecar["labels"])
@@ -63,7 +65,7 @@ def rescore(
         device
     )
     seeds = [int(s) for s in sidecar["seeds"]]
-    preds = Predictions()
+    preds, baseline = Predictions(), Predictions()
     records: list[dict[str, Any]] = []
     for fold in labels.folds:
         if fold.name not in sidecar["folds"]:
@@ -91,7 +93,10 @@ def rescore(
             if "clip_index" in p:
                 records += [clip_record(data, fold, protocol, seed, p, s)
                             for s, seed in enumerate(seeds)]  # fmt: skip
+        if cfg.eval.baseline == "ridge":  # refitted on this cache's training rows
+            record_baseline(baseline, data, fold, cfg.eval.baseline_folds)
     info = {
+        "baseline": baseline,
         "score_ranges": {f.name: labels.score_range(f) for f in labels.folds},
         "label_scale": float(sidecar["label_scale"]),
         "labels": labels.source,

@@ -48,6 +48,8 @@ def evaluate_run(
             )
         target = run_dir
         preds = Predictions.read(run_dir / "predictions.csv")
+        baseline_file = run_dir / "baseline.csv"
+        baseline = Predictions.read(baseline_file) if baseline_file.is_file() else None
         ranges = {k: tuple(v) for k, v in sidecar["score_ranges"].items()}
         old = (
             rundir.read_json(run_dir / "metrics.json")
@@ -62,6 +64,9 @@ def evaluate_run(
         target = Path(out) if out else run_dir / "rescore" / name
         target.mkdir(parents=True, exist_ok=True)
         preds.write(target / "predictions.csv")
+        baseline = res["baseline"]
+        if len(baseline):
+            baseline.write(target / "baseline.csv")
         if records:
             rundir.write_clip_outputs(target / "clip_outputs.h5", records)
         ranges, scale = res["score_ranges"], res["label_scale"]
@@ -73,8 +78,12 @@ def evaluate_run(
             "label_scale": scale,
             "rescored_from": str(run_dir),
         }
-    metrics = summarize(preds, ranges, scale, n_boot)
+    metrics = summarize(preds, ranges, scale, n_boot, baseline)
     metrics.update(info)
+    if sidecar.get("sigma_scale"):
+        metrics["sigma_scale"] = sidecar["sigma_scale"]
+    if "baseline" in metrics and sidecar.get("baseline"):
+        metrics["baseline"]["per_fold_fit"] = sidecar["baseline"]
     rundir.write_json(target / "metrics.json", metrics)
     if timeline:
         write_timelines(target, timeline, protocol, seed, fs)

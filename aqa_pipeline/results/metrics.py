@@ -123,16 +123,42 @@ def bootstrap_spearman_difference(
     videos with replacement once, for both models, so the interval reflects the test set's
     sampling, not a comparison of two independent draws.
     """
-    pa = np.atleast_2d(np.asarray(pred_a, dtype=np.float64))
-    pb = np.atleast_2d(np.asarray(pred_b, dtype=np.float64))
-    t = np.asarray(true, dtype=np.float64)
+    return paired_spearman_difference([(pred_a, pred_b, true)], n_boot, seed)
 
-    def rho(p: np.ndarray, tr: np.ndarray) -> np.ndarray:  # (S, ..., n) -> (...,) seed mean
-        return np.mean([_pearson_rows(_rank_rows(ps), tr) for ps in p], axis=0)
 
-    point = float(rho(pa, _rank_rows(t)) - rho(pb, _rank_rows(t)))
-    idx = np.random.default_rng(seed).integers(0, len(t), size=(n_boot, len(t)))
-    tr = _rank_rows(t[idx])
-    diff = rho(pa[:, idx], tr) - rho(pb[:, idx], tr)
-    lo, hi = np.percentile(diff, [2.5, 97.5])
+def paired_spearman_difference(
+    groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """`bootstrap_spearman_difference` over folds: one (pred_a (S_a, n_f), pred_b (S_b, n_f),
+    true (n_f,)) per fold. Each model's Spearman is averaged over folds with Fisher-z per
+    seed, then over seeds, like the reported figures; every resample draws each fold's
+    videos once for both models. (difference, low, high); low/high are NaN without resamples.
+    """
+    rng = np.random.default_rng(seed)
+
+    def fisher(per_fold: list[np.ndarray]) -> np.ndarray:  # each (S, ...) -> (...)
+        if len(per_fold) == 1:
+            return per_fold[0].mean(axis=0)
+        z = np.mean([np.arctanh(np.clip(r, -RHO_CLIP, RHO_CLIP)) for r in per_fold], axis=0)
+        return np.tanh(z).mean(axis=0)
+
+    def rho(p: np.ndarray, tr: np.ndarray) -> np.ndarray:  # (S, ..., n) -> (S, ...)
+        return np.stack([_pearson_rows(_rank_rows(ps), tr) for ps in p])
+
+    point_a, point_b, boot_a, boot_b = [], [], [], []
+    for pred_a, pred_b, true in groups:
+        pa = np.atleast_2d(np.asarray(pred_a, dtype=np.float64))
+        pb = np.atleast_2d(np.asarray(pred_b, dtype=np.float64))
+        t = np.asarray(true, dtype=np.float64)
+        point_a.append(rho(pa, _rank_rows(t)))
+        point_b.append(rho(pb, _rank_rows(t)))
+        if n_boot > 0:
+            idx = rng.integers(0, len(t), size=(n_boot, len(t)))
+            tr = _rank_rows(t[idx])
+            boot_a.append(rho(pa[:, idx], tr))
+            boot_b.append(rho(pb[:, idx], tr))
+    point = float(fisher(point_a) - fisher(point_b))
+    if n_boot <= 0:
+        return point, float("nan"), float("nan")
+    lo, hi = np.percentile(fisher(boot_a) - fisher(boot_b), [2.5, 97.5])
     return point, float(lo), float(hi)

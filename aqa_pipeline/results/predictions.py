@@ -2,7 +2,8 @@
 
 Columns: video_id, true, pred, sigma (empty when the head has none), split, seed,
 protocol (final | val | best_on_test), fold, epoch (the selected epoch, from 0).
-Scores are in dataset units.
+Scores are in dataset units. The ridge baseline's predictions of the same test videos have
+the same columns in baseline.csv (protocol `baseline`, seed BASELINE_SEED, epoch -1).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from aqa_pipeline.errors import AqaError
 
 COLUMNS = ("video_id", "true", "pred", "sigma", "split", "seed", "protocol", "fold", "epoch")
 PROTOCOLS = ("final", "val", "best_on_test")
+BASELINE = "baseline"  # the protocol name of the baseline's rows
+BASELINE_SEED = -1  # ... and their seed (deterministic: one "seed")
 
 
 @dataclass

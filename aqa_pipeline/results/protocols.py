@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from aqa_pipeline.results import metrics as M
-from aqa_pipeline.results.predictions import PROTOCOLS, Predictions
+from aqa_pipeline.results.predictions import BASELINE, BASELINE_SEED, PROTOCOLS, Predictions
 
 NOTES = {
     "final": "last epoch",
@@ -132,8 +132,11 @@ def summarize(
     score_ranges: dict[str, tuple[float, float]],
     scale: float | None = None,
     n_boot: int = 1000,
+    baseline: Predictions | None = None,
 ) -> dict[str, Any]:
-    """metrics.json: headline figures (final protocol) plus every protocol in detail."""
+    """metrics.json: headline figures (final protocol) plus every protocol in detail; with
+    the baseline's predictions of the same videos, its figures (`baseline`) and the head's
+    paired difference to it (`vs_baseline`, per protocol too)."""
     protocols, folds, seeds = preds.keys()
     detail = {
         p: protocol_summary(preds, p, score_ranges, scale, n_boot)
@@ -156,5 +159,57 @@ def summarize(
         if k in final:
             out[k], out[f"{k}_std"] = final[k], final[f"{k}_std"]
     out.update({"n_test": n_test, "n_folds": len(folds), "folds": folds, "seeds": seeds})
+    if baseline is not None and len(baseline):
+        out["baseline"] = baseline_summary(baseline, score_ranges, n_boot)
+        for p, d in detail.items():
+            d["vs_baseline"] = versus_baseline(preds, baseline, p, n_boot)
+        out["vs_baseline"] = detail["final"]["vs_baseline"]
     out["protocols"] = detail
     return out
+
+
+def _by_video(sel: dict[str, np.ndarray]) -> np.ndarray:
+    return np.argsort(sel["video_id"], kind="stable")
+
+
+def baseline_summary(
+    baseline: Predictions, score_ranges: dict[str, tuple[float, float]], n_boot: int
+) -> dict[str, Any]:
+    """The baseline's figures on the same test videos: Spearman (Fisher-z over folds) with
+    its bootstrap interval, R-l2, MSE and MAE (means over folds), and per fold."""
+    _, folds, _ = baseline.keys()
+    per_fold, groups = {}, []
+    for fold in folds:
+        sel = baseline.select(BASELINE, fold, BASELINE_SEED)
+        per_fold[fold] = fold_metrics(sel, score_ranges[fold], None)
+        order = _by_video(sel)
+        groups.append((sel["pred"][order][None], sel["true"][order]))
+    out: dict[str, Any] = {"name": "ridge"}
+    out["spearman"] = M.fisher_z_mean([per_fold[f]["spearman"] for f in folds])
+    out["spearman_ci95"] = list(M.bootstrap_spearman(groups, n_boot))
+    for key in ("rl2", "mse", "mae"):
+        out[key] = float(np.mean([per_fold[f][key] for f in folds]))
+    out["per_fold"] = per_fold
+    return out
+
+
+def versus_baseline(
+    preds: Predictions, baseline: Predictions, protocol: str, n_boot: int
+) -> dict[str, Any]:
+    """The head's Spearman minus the baseline's on the same test videos, with a paired
+    bootstrap 95% interval (every resample draws the videos once for both)."""
+    _, folds, seeds = preds.keys()
+    groups = []
+    for fold in folds:
+        base = baseline.select(BASELINE, fold, BASELINE_SEED)
+        order = _by_video(base)
+        head = []
+        for seed in seeds:
+            sel = preds.select(protocol, fold, seed)
+            mine = _by_video(sel)
+            if not np.array_equal(sel["video_id"][mine], base["video_id"][order]):
+                raise ValueError(f"fold {fold}: the head and the baseline scored other videos")
+            head.append(sel["pred"][mine])
+        groups.append((np.stack(head), base["pred"][order][None], base["true"][order]))
+    diff, lo, hi = M.paired_spearman_difference(groups, max(n_boot, 0))
+    return {"difference": diff, "ci95": [lo, hi]}

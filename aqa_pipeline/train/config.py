@@ -24,6 +24,9 @@ Keys (every one optional except head.name; see aqa_pipeline/configs/train/*.yaml
     eval.calibrate_sigma: for heads with sigma, scale each seed's sigma by the factor that
         makes its validation errors unit-variance (needs eval.val_fraction > 0); the
         factors are in metrics.json under sigma_scale, raw sigma = sigma / factor
+    eval.baseline: "ridge" (default) fits ridge regression on the per-video mean features of
+        each fold's training rows (lambda by eval.baseline_folds-fold CV on them only) and
+        reports it beside the head with the paired difference; "none" turns it off
     test.batch_size
 """
 
@@ -99,6 +102,8 @@ class EvalSection(Section):
     val_fraction: float = Field(0.2, ge=0, lt=1)
     bootstrap: NonNegativeInt = 1000
     calibrate_sigma: bool = False
+    baseline: Literal["ridge", "none"] = "ridge"
+    baseline_folds: int = Field(5, ge=2)
 
 
 class TestSection(Section):

@@ -41,6 +41,7 @@ from aqa_pipeline.train.predict import (
     make_inputs,
     predict_test,
     record,
+    record_baseline,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class FoldResult:
     norm: tuple[torch.Tensor, torch.Tensor] | None = None  # data.standardize mean, std
     clip_records: list[dict[str, Any]] = field(default_factory=list)
     sigma_scale: dict[str, float] = field(default_factory=dict)  # seed -> factor
+    baseline: dict[str, float] = field(default_factory=dict)  # lambda, cv_spearman
+    baseline_preds: Predictions = field(default_factory=Predictions)  # eval.baseline's
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,10 @@ def train_fold(setup: FoldSetup, fold_index: int, fold: Fold) -> FoldResult:
             stored = out.preds["test"]["score"][pick]
             _clip_outputs(setup, fold_index, fold, protocol, out.snapshots[protocol], stored,
                           group, inputs, result)  # fmt: skip
+    if cfg.eval.baseline == "ridge":
+        result.baseline = record_baseline(
+            result.baseline_preds, setup.data, fold, cfg.eval.baseline_folds
+        )
     return result
 
 

@@ -5,6 +5,7 @@ and turning predicted scores into rows of predictions.csv and clip-output record
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ import numpy as np
 from aqa_pipeline.datasets import Fold
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.features import FeatureSet, read_features
-from aqa_pipeline.results.predictions import Predictions
+from aqa_pipeline.results.predictions import BASELINE, BASELINE_SEED, Predictions
+from aqa_pipeline.train.baseline import ridge_baseline
 from aqa_pipeline.train.config import TrainConfig
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.inputs import ClipInputs, FeatureNorm, PairInputs, VideoInputs
 from aqa_pipeline.train.loop import predict_rows
+
+log = logging.getLogger(__name__)
 
 
 def eval_seed_of(fold_index: int) -> int:
@@ -77,6 +81,17 @@ def record(
             fold=fold.name,
             epoch=int(epochs[s]),
         )
+
+
+def record_baseline(preds: Predictions, data: TrainData, fold: Fold, cv_folds: int) -> dict:
+    """Fit the ridge baseline on the fold's training rows (lambda by CV on them only) and add
+    its test predictions to `preds` as protocol `baseline`; returns its lambda and CV score."""
+    fit = ridge_baseline(data.video.cpu().numpy(), data.labels.score, fold.train, fold.test,
+                         cv_folds)  # fmt: skip
+    record(preds, data, fold, BASELINE, [BASELINE_SEED], [-1], fit.pred[None], None)
+    log.info("fold %s: ridge baseline, lambda %.3g (CV Spearman %.4f on train)", fold.name,
+             fit.lam, fit.cv_spearman)  # fmt: skip
+    return {"lambda": fit.lam, "cv_spearman": fit.cv_spearman}
 
 
 def predict_test(

@@ -177,17 +177,22 @@ def _train(
     )
     setup = FoldSetup(cfg, data, head_opts, device, checkpoints)
     folds = [train_fold(setup, i, fold) for i, fold in enumerate(labels.folds)]
-    preds = Predictions()
+    preds, baseline_preds = Predictions(), Predictions()
     for f in folds:
         preds.extend(f.preds)
+        baseline_preds.extend(f.baseline_preds)
     rundir.write_epochs(work / "epochs.csv", [row for f in folds for row in f.epoch_rows])
     preds.write(work / "predictions.csv")
+    if len(baseline_preds):
+        baseline_preds.write(work / "baseline.csv")
     selected: dict[str, dict[str, dict[str, int]]] = {}
     for fold, f in zip(labels.folds, folds, strict=True):
         for protocol, per_seed in f.selected.items():
             selected.setdefault(protocol, {})[fold.name] = per_seed
     sigma_scale = {fold.name: f.sigma_scale for fold, f in zip(labels.folds, folds, strict=True)
                    if f.sigma_scale}  # fmt: skip
+    baseline = {fold.name: f.baseline for fold, f in zip(labels.folds, folds, strict=True)
+                if f.baseline}  # fmt: skip
     sidecar = {
         "format": 1,
         "head": cfg.head_name,
@@ -202,6 +207,7 @@ def _train(
         "epochs": selected,
         "standardize": cfg.data.standardize,
         "sigma_scale": sigma_scale,
+        "baseline": baseline,
         "labels": labels.source,
         "cache": {"path": cache, "cache_key": fs.cache_key, "key_fields": fs.key_fields},
     }
@@ -212,7 +218,7 @@ def _train(
     if clip_records:
         rundir.write_clip_outputs(work / "clip_outputs.h5", clip_records)
     ranges = {f.name: labels.score_range(f) for f in labels.folds}
-    metrics = summarize(preds, ranges, scale, cfg.eval.bootstrap)
+    metrics = summarize(preds, ranges, scale, cfg.eval.bootstrap, baseline_preds)
     info = RunInfo(
         head=cfg.head_name,
         name=cfg.name,
@@ -225,6 +231,8 @@ def _train(
     metrics.update(info.as_dict())
     if sigma_scale:
         metrics["sigma_scale"] = sigma_scale
+    if baseline:
+        metrics["baseline"]["per_fold_fit"] = baseline
     rundir.write_json(work / "metrics.json", metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_report(work, metrics)

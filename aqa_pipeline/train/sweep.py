@@ -42,7 +42,8 @@ from aqa_pipeline.launch.local import run_in_turn
 from aqa_pipeline.train.config import resolve_config
 
 # Metric columns of the table, in this order, when present in metrics.json.
-COLUMNS = ("spearman", "spearman_std", "spearman_val", "spearman_best_on_test", "rl2", "mse")
+COLUMNS = ("spearman", "spearman_std", "spearman_val", "spearman_best_on_test", "rl2", "mse",
+           "baseline.spearman", "vs_baseline.difference")  # fmt: skip
 
 
 @dataclass
