@@ -8,6 +8,7 @@ import click
 
 from aqa_pipeline.datasets import list_adapters
 from aqa_pipeline.launch import LaunchOptions, launcher_options
+from aqa_pipeline.results.report import fmt
 from aqa_pipeline.train.sweep import launch_train_sweep
 
 
@@ -15,22 +16,26 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     for name, d in metrics["protocols"].items():
         lo, hi = d["spearman_ci95"]
         click.echo(
-            f"{name:>13}: Spearman {d['spearman']:.4f} +- {d['spearman_std']:.4f} "
-            f"(95% CI {lo:.3f}..{hi:.3f}), R-l2 {d['rl2']:.3f}, MSE {d['mse']:.3f}"
+            f"{name:>13}: Spearman {fmt(d['spearman'])} +- {fmt(d['spearman_std'])} "
+            f"(95% CI {fmt(lo, 3)}..{fmt(hi, 3)}), R-l2 {fmt(d['rl2'], 3)}, "
+            f"MSE {fmt(d['mse'], 3)}"
         )
     if "baseline" in metrics:
         b, vs = metrics["baseline"], metrics["vs_baseline"]
         lo, hi = vs["ci95"]
         click.echo(
-            f"ridge baseline: Spearman {b['spearman']:.4f}; head (final) minus ridge "
-            f"{vs['difference']:+.4f} (paired 95% CI {lo:+.3f}..{hi:+.3f})"
+            f"ridge baseline: Spearman {fmt(b['spearman'])}; head (final) minus ridge "
+            f"{fmt(vs['difference'], sign=True)} (paired 95% CI {fmt(lo, 3, True)}.."
+            f"{fmt(hi, 3, True)})"
         )
     if "coverage_90" in metrics:
         click.echo(
-            f"        sigma: NLL {metrics['nll']:.3f}, coverage 50% {metrics['coverage_50']:.3f}, "
-            f"90% {metrics['coverage_90']:.3f}, Spearman(sigma, |err|) "
-            f"{metrics['sigma_error_spearman']:.3f}"
+            f"        sigma: NLL {fmt(metrics['nll'], 3)}, coverage 50% "
+            f"{fmt(metrics['coverage_50'], 3)}, 90% {fmt(metrics['coverage_90'], 3)}, "
+            f"Spearman(sigma, |err|) {fmt(metrics['sigma_error_spearman'], 3)}"
         )
+    for warning in metrics.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(
         f"best_on_test selects epochs on the test set (what papers report); report: "
         f"{run_dir / 'report.md'}"

@@ -82,6 +82,7 @@ def evaluate_run(
     metrics.update(info)
     if sidecar.get("sigma_scale"):
         metrics["sigma_scale"] = sidecar["sigma_scale"]
+    metrics["warnings"] = list(sidecar.get("warnings", [])) + metrics["warnings"]
     if "baseline" in metrics and sidecar.get("baseline"):
         metrics["baseline"]["per_fold_fit"] = sidecar["baseline"]
     rundir.write_json(target / "metrics.json", metrics)

@@ -1,7 +1,8 @@
 """Evaluation metrics (REFERENCE.md section 7). All take 1-D arrays in dataset units.
 
-- `spearman`: scipy.stats.spearmanr over the whole test split; constant predictions (no
-  ranking at all) count as 0.
+- `spearman`: scipy.stats.spearmanr over the whole test split; undefined (fewer than 2
+  videos, or constant predictions or labels: no ranking at all) is NaN, never 0
+  (`spearman_undefined` says why).
 - `fisher_z_mean`: tanh(mean(atanh(rho))), the papers' average over classes / folds.
 - `rl2`: R-l2 = mean(((p - y) / (y_max - y_min))^2) x 100, as the papers print it; the
   range is the fold's score range.
@@ -10,7 +11,9 @@
   `coverage` of the central interval p +- z * sigma at a nominal level, and
   `sigma_error_spearman`, the rank correlation between sigma and |p - y|.
 - `bootstrap_spearman`: resampled videos -> the 95% interval of the seed- and
-  fold-averaged Spearman.
+  fold-averaged Spearman; resamples where it is undefined are skipped (`bootstrap_interval`
+  counts them).
+- `collapsed`: predictions whose spread is below 1e-3 of the labels' (a collapsed head).
 """
 
 from __future__ import annotations
@@ -23,16 +26,42 @@ from scipy import stats
 RHO_CLIP = 0.999999
 
 
-def spearman(pred: np.ndarray, true: np.ndarray) -> float:
+def spearman_undefined(pred: np.ndarray, true: np.ndarray) -> str | None:
+    """Why the Spearman of (pred, true) is undefined, or None when it is defined."""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    if len(pred) < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0:
-        return 0.0
+    if len(pred) < 2:
+        return f"{len(pred)} video(s): a rank correlation needs at least 2"
+    if np.ptp(pred) == 0:
+        return "constant predictions"
+    if np.ptp(true) == 0:
+        return "constant labels"
+    return None
+
+
+def spearman(pred: np.ndarray, true: np.ndarray) -> float:
+    """Spearman's rho of pred and true; NaN where it is undefined (see spearman_undefined)."""
+    if spearman_undefined(pred, true):
+        return float("nan")
     return float(stats.spearmanr(pred, true).statistic)
 
 
+COLLAPSE_RATIO = 1e-3
+
+
+def collapsed(pred: np.ndarray, true: np.ndarray) -> bool:
+    """True when the predictions' spread (max - min) is below COLLAPSE_RATIO of the labels':
+    a head that predicts (almost) one value for every video, whatever its Spearman says."""
+    spread_true = float(np.ptp(np.asarray(true, dtype=np.float64))) if len(true) else 0.0
+    spread_pred = float(np.ptp(np.asarray(pred, dtype=np.float64))) if len(pred) else 0.0
+    return spread_true > 0 and spread_pred < COLLAPSE_RATIO * spread_true
+
+
 def fisher_z_mean(rhos: Sequence[float]) -> float:
-    """tanh(mean(atanh(rho))); one value (or equal values) is returned unchanged."""
+    """tanh(mean(atanh(rho))); one value (or equal values) is returned unchanged; NaN when
+    any rho is undefined (NaN)."""
     r = np.asarray(rhos, dtype=np.float64)
+    if np.isnan(r).any():
+        return float("nan")
     if np.all(r == r[0]):
         return float(r[0])
     return float(np.tanh(np.arctanh(np.clip(r, -RHO_CLIP, RHO_CLIP)).mean()))
@@ -78,7 +107,7 @@ def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (a * b).sum(-1) / den
-    return np.where(den > 0, r, 0.0)
+    return np.where(den > 0, r, np.nan)  # no ranking in a row: undefined
 
 
 def bootstrap_spearman(
@@ -93,8 +122,17 @@ def bootstrap_spearman(
     (the same draw for all seeds), computes every seed's Spearman, averages folds with
     Fisher-z and then seeds, like the point estimate.
     """
+    lo, hi, _ = bootstrap_interval(groups, n_boot, seed)
+    return lo, hi
+
+
+def bootstrap_interval(
+    groups: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, int]:
+    """`bootstrap_spearman` plus the number of resamples skipped because the Spearman was
+    undefined in them (e.g. all drawn labels equal): (low, high, skipped)."""
     if n_boot <= 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), 0
     rng = np.random.default_rng(seed)
     per_fold = []
     for pred, true in groups:
@@ -108,8 +146,11 @@ def bootstrap_spearman(
     else:  # Fisher-z over folds per resample and seed, then the seed mean
         z = np.mean([np.arctanh(np.clip(r, -RHO_CLIP, RHO_CLIP)) for r in per_fold], axis=0)
         stat = np.tanh(z).mean(axis=1)
-    lo, hi = np.percentile(stat, [2.5, 97.5])
-    return float(lo), float(hi)
+    ok = np.isfinite(stat)
+    if not ok.any():
+        return float("nan"), float("nan"), int(n_boot)
+    lo, hi = np.percentile(stat[ok], [2.5, 97.5])
+    return float(lo), float(hi), int((~ok).sum())
 
 
 def bootstrap_spearman_difference(
@@ -160,5 +201,9 @@ def paired_spearman_difference(
     point = float(fisher(point_a) - fisher(point_b))
     if n_boot <= 0:
         return point, float("nan"), float("nan")
-    lo, hi = np.percentile(fisher(boot_a) - fisher(boot_b), [2.5, 97.5])
+    diff = fisher(boot_a) - fisher(boot_b)
+    diff = diff[np.isfinite(diff)]  # resamples where either Spearman is undefined are skipped
+    if not len(diff):
+        return point, float("nan"), float("nan")
+    lo, hi = np.percentile(diff, [2.5, 97.5])
     return point, float(lo), float(hi)

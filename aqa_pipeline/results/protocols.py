@@ -59,6 +59,25 @@ def select_epoch(curve: np.ndarray) -> int:
     return int(np.argmax(c))
 
 
+SMALL_SPLIT = 10  # a test or validation split with fewer videos gets a warning
+
+
+def split_warnings(sel: dict[str, np.ndarray], where: str) -> list[str]:
+    """What makes one (protocol, fold, seed)'s figures mean little: an undefined Spearman,
+    collapsed predictions."""
+    p, y = sel["pred"], sel["true"]
+    out = []
+    reason = M.spearman_undefined(p, y)
+    if reason:
+        out.append(f"{where}: Spearman undefined ({reason}); reported as null")
+    elif M.collapsed(p, y):
+        out.append(
+            f"{where}: collapsed predictions (spread {np.ptp(p):.3g} < "
+            f"{M.COLLAPSE_RATIO:g} of the labels' {np.ptp(y):.3g}); its Spearman means little"
+        )
+    return out
+
+
 def fold_metrics(
     sel: dict[str, np.ndarray], score_range: tuple[float, float], scale: float | None
 ) -> dict[str, float]:
@@ -95,11 +114,13 @@ def protocol_summary(
     per: dict[tuple[str, int], dict[str, float]] = {}
     epochs: dict[str, dict[str, int]] = {}
     groups = []
+    warnings: list[str] = []
     for fold in folds:
         stacked = []
         for seed in seeds:
             sel = preds.select(protocol, fold, seed)
             per[fold, seed] = fold_metrics(sel, score_ranges[fold], scale)
+            warnings += split_warnings(sel, f"{protocol}, fold {fold}, seed {seed}")
             epochs.setdefault(fold, {})[str(seed)] = (
                 int(sel["epoch"][0]) if len(sel["epoch"]) else -1
             )
@@ -117,7 +138,13 @@ def protocol_summary(
     out: dict[str, Any] = {"note": NOTES.get(protocol, "")}
     for k in names:
         out[k], out[f"{k}_std"] = _mean_std([per_seed[str(s)][k] for s in seeds])
-    out["spearman_ci95"] = list(M.bootstrap_spearman(groups, n_boot))
+    lo, hi, skipped = M.bootstrap_interval(groups, n_boot)
+    out["spearman_ci95"] = [lo, hi]
+    out["spearman_ci95_skipped"] = skipped
+    if skipped:
+        warnings.append(f"{protocol}: {skipped} of {n_boot} bootstrap resamples had an "
+                        "undefined Spearman and were skipped")  # fmt: skip
+    out["warnings"] = warnings
     out["spearman_per_seed"] = [per_seed[str(s)]["spearman"] for s in seeds]
     out["per_seed"] = per_seed
     out["per_fold"] = {
@@ -138,13 +165,28 @@ def summarize(
     the baseline's predictions of the same videos, its figures (`baseline`) and the head's
     paired difference to it (`vs_baseline`, per protocol too)."""
     protocols, folds, seeds = preds.keys()
+    dropped = []
+    for p in PROTOCOLS:
+        missing = [
+            f for f in folds if p in protocols and not len(preds.select(p, f, seeds[0])["pred"])
+        ]
+        if missing:
+            dropped.append(f"{p}: not reported (no predictions for fold(s) {missing})")
     detail = {
         p: protocol_summary(preds, p, score_ranges, scale, n_boot)
         for p in PROTOCOLS
-        if p in protocols
+        if p in protocols and not any(d.startswith(f"{p}:") for d in dropped)
     }
     final = detail["final"]
     n_test = sum(len(preds.select("final", f, seeds[0])["pred"]) for f in folds)
+    warnings = list(dropped)
+    for fold in folds:
+        n = len(preds.select("final", fold, seeds[0])["pred"])
+        if n < SMALL_SPLIT:
+            warnings.append(f"fold {fold}: the test split has {n} videos (< {SMALL_SPLIT}); "
+                            "its figures are very uncertain")  # fmt: skip
+    for d in detail.values():
+        warnings += d["warnings"]
     out: dict[str, Any] = {
         "spearman": final["spearman"],
         "spearman_std": final["spearman_std"],
@@ -159,6 +201,7 @@ def summarize(
         if k in final:
             out[k], out[f"{k}_std"] = final[k], final[f"{k}_std"]
     out.update({"n_test": n_test, "n_folds": len(folds), "folds": folds, "seeds": seeds})
+    out["warnings"] = list(dict.fromkeys(warnings))
     if baseline is not None and len(baseline):
         out["baseline"] = baseline_summary(baseline, score_ranges, n_boot)
         for p, d in detail.items():
@@ -186,7 +229,8 @@ def baseline_summary(
         groups.append((sel["pred"][order][None], sel["true"][order]))
     out: dict[str, Any] = {"name": "ridge"}
     out["spearman"] = M.fisher_z_mean([per_fold[f]["spearman"] for f in folds])
-    out["spearman_ci95"] = list(M.bootstrap_spearman(groups, n_boot))
+    lo, hi, skipped = M.bootstrap_interval(groups, n_boot)
+    out["spearman_ci95"], out["spearman_ci95_skipped"] = [lo, hi], skipped
     for key in ("rl2", "mse", "mae"):
         out[key] = float(np.mean([per_fold[f][key] for f in folds]))
     out["per_fold"] = per_fold

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,18 @@ from aqa_pipeline.results.protocols import SIGMA_METRICS
 from aqa_pipeline.results.rundir import read_epochs
 
 
-def _f(x: Any, digits: int = 4) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+def fmt(x: Any, digits: int = 4, sign: bool = False) -> str:
+    """A figure as text; "n/a" for a missing or undefined one (None, NaN)."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
 def _vs(d: dict[str, Any] | None) -> str:
     if not d:
         return "n/a"
     lo, hi = d["ci95"]
-    return f"{d['difference']:+.4f} [{lo:+.3f}, {hi:+.3f}]"
+    return f"{fmt(d['difference'], sign=True)} [{fmt(lo, 3, True)}, {fmt(hi, 3, True)}]"
 
 
 def protocol_table(metrics: dict[str, Any]) -> list[str]:
@@ -34,15 +38,15 @@ def protocol_table(metrics: dict[str, Any]) -> list[str]:
     for name, d in metrics["protocols"].items():
         ci = d["spearman_ci95"]
         lines.append(
-            f"| {name} | {_f(d['spearman'])} +- {_f(d['spearman_std'])} | "
-            f"[{_f(ci[0], 3)}, {_f(ci[1], 3)}] | {_f(d['rl2'], 3)} | {_f(d['mse'], 3)} | "
-            f"{_f(d['mae'], 3)} | {_vs(d.get('vs_baseline'))} | {d['note']} |"
+            f"| {name} | {fmt(d['spearman'])} +- {fmt(d['spearman_std'])} | "
+            f"[{fmt(ci[0], 3)}, {fmt(ci[1], 3)}] | {fmt(d['rl2'], 3)} | {fmt(d['mse'], 3)} | "
+            f"{fmt(d['mae'], 3)} | {_vs(d.get('vs_baseline'))} | {d['note']} |"
         )
     if base:
         ci = base["spearman_ci95"]
         lines.append(
-            f"| ridge baseline | {_f(base['spearman'])} | [{_f(ci[0], 3)}, {_f(ci[1], 3)}] | "
-            f"{_f(base['rl2'], 3)} | {_f(base['mse'], 3)} | {_f(base['mae'], 3)} | | "
+            f"| ridge baseline | {fmt(base['spearman'])} | [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}] | "
+            f"{fmt(base['rl2'], 3)} | {fmt(base['mse'], 3)} | {fmt(base['mae'], 3)} | | "
             "ridge on the per-video mean features, lambda by CV on train |"
         )
     return lines
@@ -56,8 +60,8 @@ def sigma_table(metrics: dict[str, Any]) -> list[str]:
     for name, d in metrics["protocols"].items():
         if "nll" in d:
             lines.append(
-                f"| {name} | {_f(d['nll'], 3)} | {_f(d['coverage_50'], 3)} | "
-                f"{_f(d['coverage_90'], 3)} | {_f(d['sigma_error_spearman'], 3)} |"
+                f"| {name} | {fmt(d['nll'], 3)} | {fmt(d['coverage_50'], 3)} | "
+                f"{fmt(d['coverage_90'], 3)} | {fmt(d['sigma_error_spearman'], 3)} |"
             )
     return lines
 
@@ -67,7 +71,7 @@ def fold_table(metrics: dict[str, Any]) -> list[str]:
     lines = ["| fold | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     folds = metrics["protocols"]["final"]["per_fold"]
     for fold in folds:
-        cells = [_f(metrics["protocols"][p]["per_fold"][fold]["spearman"]) for p in names]
+        cells = [fmt(metrics["protocols"][p]["per_fold"][fold]["spearman"]) for p in names]
         lines.append(f"| {fold} | " + " | ".join(cells) + " |")
     return lines
 
@@ -96,6 +100,8 @@ def write_report(run_dir: Path, metrics: dict[str, Any], preds: Predictions | No
         *protocol_table(metrics),
         "",
     ]
+    if metrics.get("warnings"):
+        lines += ["## Warnings", "", *(f"- {w}" for w in metrics["warnings"]), ""]
     if any(k in metrics for k in SIGMA_METRICS):
         lines += ["## Uncertainty (sigma)", "", *sigma_table(metrics), ""]
         plots.calibration(preds, list(metrics["protocols"]), figs / "calibration.png")

@@ -51,9 +51,25 @@ def read_yaml(path: Path) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically; NaN and infinities (undefined figures) are written as null."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    text = json.dumps(_finite(data), indent=2, sort_keys=False, default=_json_default,
+                      allow_nan=False)  # fmt: skip
+    tmp.write_text(text + "\n")
     os.replace(tmp, path)
+
+
+def _finite(obj: Any) -> Any:
+    """obj with every non-finite float (NaN: an undefined figure) replaced by None."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

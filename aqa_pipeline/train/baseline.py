@@ -44,8 +44,9 @@ def ridge_cv(
         w, mx, my = ridge_fit(x[tr], y[tr], lams)
         pred = (x[val] - mx) @ w.T + my  # (n_val, L)
         scores[k] = [spearman(pred[:, j], y[val]) for j in range(len(lams))]
-    with np.errstate(all="ignore"):
-        curve = np.nanmean(np.where(np.isfinite(scores), scores, np.nan), axis=0)
+    defined = np.isfinite(scores)
+    n = defined.sum(axis=0)
+    curve = np.where(n > 0, np.where(defined, scores, 0).sum(axis=0) / np.maximum(n, 1), np.nan)
     best = int(np.argmax(np.where(np.isfinite(curve), curve, -np.inf)))
     return float(lams[best]), curve
 

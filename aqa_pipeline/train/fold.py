@@ -27,7 +27,7 @@ import torch
 from aqa_pipeline.datasets import Fold
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.results.predictions import Predictions
-from aqa_pipeline.results.protocols import select_epoch
+from aqa_pipeline.results.protocols import SMALL_SPLIT, select_epoch
 from aqa_pipeline.train.config import TrainConfig
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.group import build_group
@@ -60,6 +60,7 @@ class FoldResult:
     sigma_scale: dict[str, float] = field(default_factory=dict)  # seed -> factor
     baseline: dict[str, float] = field(default_factory=dict)  # lambda, cv_spearman
     baseline_preds: Predictions = field(default_factory=Predictions)  # eval.baseline's
+    warnings: list[str] = field(default_factory=list)  # what makes its figures mean little
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,9 @@ def train_fold(setup: FoldSetup, fold_index: int, fold: Fold) -> FoldResult:
         result.norm = (norm.mean, norm.std)
     epochs: dict[str, list[int]] = {}
     if cfg.eval.val_fraction > 0:
-        epochs["val"] = _val_epochs(setup, fold_index, fold, norm, result)
+        val = _val_epochs(setup, fold_index, fold, norm, result)
+        if val is not None:
+            epochs["val"] = val
     log.info("fold %s: full run (%d train / %d test rows)", fold.name, len(fold.train),
              len(fold.test))  # fmt: skip
     out, group, inputs = _run(
@@ -201,13 +204,24 @@ def _run(
 
 def _val_epochs(
     setup: FoldSetup, fold_index: int, fold: Fold, norm: FeatureNorm | None, result: FoldResult
-) -> list[int]:
-    """Per seed, the epoch of best validation Spearman of a run on train minus val."""
+) -> list[int] | None:
+    """Per seed, the epoch of best validation Spearman of a run on train minus val; None
+    when that Spearman is undefined at every epoch (a warning says so)."""
     cfg, seeds = setup.cfg, setup.seeds
     tr, va = validation_split(fold.train, seeds, fold_index, cfg.eval.val_fraction)
     log.info("fold %s: validation run (%d train / %d val rows per seed)", fold.name,
              tr.shape[1], va.shape[1])  # fmt: skip
+    if va.shape[1] < SMALL_SPLIT:
+        result.warnings.append(f"fold {fold.name}: the validation split has {va.shape[1]} "
+                               f"videos (< {SMALL_SPLIT}); the val protocol's epoch choice is "
+                               "very uncertain")  # fmt: skip
     out = _run(setup, fold_index, fold, "val", tr, {"val": va}, norm, result)[0]
+    undefined = [seed for s, seed in enumerate(seeds) if np.isnan(out.spearman["val"][:, s]).all()]
+    if undefined:
+        result.warnings.append(f"fold {fold.name}: the validation Spearman is undefined at every "
+                               f"epoch for seed(s) {undefined}; the val protocol is not "
+                               "reported")  # fmt: skip
+        return None
     epochs = [select_epoch(out.spearman["val"][:, s]) for s in range(len(seeds))]
     if cfg.eval.calibrate_sigma and "sigma" not in out.preds["val"]:
         log.warning("eval.calibrate_sigma: head %s has no sigma; nothing to calibrate",

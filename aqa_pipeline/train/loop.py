@@ -222,7 +222,7 @@ def run_epochs(group: ModelGroup, data: TrainData, inputs: Any, plan: RunPlan) -
                 best[s], best_epoch[s] = rho[best_on][epoch][s], epoch
                 snaps[best_key][s] = group.state_dict(int(s))
         secs[epoch] = time.perf_counter() - t0
-        curves = " ".join(f"{k} {np.nanmean(v[epoch]):.4f}" for k, v in rho.items())
+        curves = " ".join(f"{k} {_mean_defined(v[epoch])}" for k, v in rho.items())
         log.info(
             "%s epoch %d/%d loss %.4g lr %.3g %s (%.2fs)",
             label,
@@ -260,3 +260,9 @@ def run_epochs(group: ModelGroup, data: TrainData, inputs: Any, plan: RunPlan) -
     if best_key:
         snap_epoch[best_key] = best_epoch
     return RunOutput(losses, lrs, secs, preds, rho, snaps, snap_epoch)
+
+
+def _mean_defined(rhos: np.ndarray) -> str:
+    """The mean of the defined (non-NaN) Spearmans of the seeds, for the log."""
+    defined = rhos[np.isfinite(rhos)]
+    return f"{defined.mean():.4f}" if len(defined) else "undefined"

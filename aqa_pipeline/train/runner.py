@@ -31,7 +31,7 @@ from aqa_pipeline.features import FeatureSet, check_key
 from aqa_pipeline.results import rundir
 from aqa_pipeline.results.predictions import Predictions
 from aqa_pipeline.results.protocols import RunInfo, summarize
-from aqa_pipeline.results.report import write_report
+from aqa_pipeline.results.report import fmt, write_report
 from aqa_pipeline.train.checkpoint import checkpoint_dir, partial_dir
 from aqa_pipeline.train.config import TrainConfig, resolve_config
 from aqa_pipeline.train.data import TrainData
@@ -193,6 +193,7 @@ def _train(
                    if f.sigma_scale}  # fmt: skip
     baseline = {fold.name: f.baseline for fold, f in zip(labels.folds, folds, strict=True)
                 if f.baseline}  # fmt: skip
+    train_warnings = [w for f in folds for w in f.warnings]
     sidecar = {
         "format": 1,
         "head": cfg.head_name,
@@ -208,6 +209,7 @@ def _train(
         "standardize": cfg.data.standardize,
         "sigma_scale": sigma_scale,
         "baseline": baseline,
+        "warnings": train_warnings,
         "labels": labels.source,
         "cache": {"path": cache, "cache_key": fs.cache_key, "key_fields": fs.key_fields},
     }
@@ -233,18 +235,17 @@ def _train(
         metrics["sigma_scale"] = sigma_scale
     if baseline:
         metrics["baseline"]["per_fold_fit"] = baseline
+    metrics["warnings"] = train_warnings + metrics["warnings"]
+    for warning in metrics["warnings"]:
+        log.warning(warning)
     rundir.write_json(work / "metrics.json", metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_report(work, metrics)
     log.info(
-        "done: spearman %.4f (final), %s (val), %.4f (best on test) in %.1fs",
-        metrics["spearman"],
-        _fmt(metrics["spearman_val"]),
-        metrics["spearman_best_on_test"],
+        "done: spearman %s (final), %s (val), %s (best on test) in %.1fs",
+        fmt(metrics["spearman"]),
+        fmt(metrics["spearman_val"]),
+        fmt(metrics["spearman_best_on_test"]),
         time.perf_counter() - t0,
     )
     return metrics
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
