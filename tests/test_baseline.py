@@ -103,3 +103,22 @@ def test_the_baseline_can_be_turned_off_and_the_console_shows_it(run, tmp_path):
     off = json.loads((tmp_path / "off/metrics.json").read_text())
     assert "baseline" not in off and "vs_baseline" not in off
     assert not (tmp_path / "off/baseline.csv").exists() and "ridge" not in res.output
+
+
+def test_ridge_is_a_head_of_its_own(run, tmp_path):
+    """Fitted in closed form, saved and re-scored like any other head; on the same rows it
+    is the baseline's model."""
+    tmp, cache, labels, metrics = run
+    cfg = config("ridge", epochs=1)
+    cfg["eval"] = {"val_fraction": 0.2, "bootstrap": 50}
+    ridge = run_training(cfg, cache, labels, tmp_path / "ridge", seeds=2)
+    assert ridge["spearman"] == pytest.approx(metrics["baseline"]["spearman"])
+    assert ridge["spearman_std"] == 0  # deterministic: every seed is the same model
+    head = Predictions.read(tmp_path / "ridge/predictions.csv").select("final", "split", 0)
+    base = Predictions.read(tmp / "run/baseline.csv").select("baseline", "split", -1)
+    np.testing.assert_allclose(head["pred"], base["pred"], rtol=1e-4)
+    again = evaluate_run(tmp_path / "ridge", features=cache, out=tmp_path / "re")
+    a = Predictions.read(tmp_path / "ridge/predictions.csv")
+    b = Predictions.read(tmp_path / "re/predictions.csv")
+    np.testing.assert_allclose(b.pred, a.pred, rtol=1e-6)
+    assert again["spearman"] == pytest.approx(ridge["spearman"])

@@ -72,7 +72,8 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     cache, scores = make_cache(tmp / "f.h5", n=40)
     labels = write_labels(tmp / "l.csv", scores)
-    cfg = config("dae", epochs=3, head={"loss": "likelihood"}, data={"standardize": True})
+    cfg = config("dae", epochs=3, head={"loss": "likelihood"}, data={"standardize": True},
+                 eval={"calibrate_sigma": False})  # raw sigma (the default calibrates it)  # fmt: skip
     metrics = run_training(cfg, cache, f"csv:{labels}", tmp / "run", seeds=2)
     return tmp, metrics
 
@@ -183,3 +184,17 @@ def test_sigma_calibration_on_a_head_without_sigma_says_so(trained, tmp_path, ca
         metrics = run_training(cfg, tmp / "f.h5", f"csv:{tmp / 'l.csv'}", tmp_path / "m", seeds=1)
     assert "head mlp has no sigma; nothing to calibrate" in caplog.text
     assert "sigma_scale" not in metrics
+
+
+def test_sigma_is_calibrated_by_default_when_a_validation_split_exists(trained, tmp_path, caplog):
+    tmp, _ = trained
+    cfg = config("dae", epochs=3, head={"loss": "likelihood"}, data={"standardize": True})
+    auto = run_training(cfg, tmp / "f.h5", f"csv:{tmp / 'l.csv'}", tmp_path / "auto", seeds=1)
+    assert set(auto["sigma_scale"]["split"]) == {"0"}
+    no_val = {**cfg, "eval": {"val_fraction": 0, "bootstrap": 50}}
+    raw = run_training(no_val, tmp / "f.h5", f"csv:{tmp / 'l.csv'}", tmp_path / "noval", seeds=1)
+    assert "sigma_scale" not in raw  # no validation split: nothing to calibrate on
+    caplog.clear()
+    mlp = run_training(config("mlp", epochs=2), tmp / "f.h5", f"csv:{tmp / 'l.csv'}",
+                       tmp_path / "mlp", seeds=1)  # fmt: skip
+    assert "sigma_scale" not in mlp and "nothing to calibrate" not in caplog.text

@@ -22,8 +22,10 @@ Keys (every one optional except head.name; see aqa_pipeline/configs/train/*.yaml
     eval.val_fraction: share of train held out (per seed, seeded) to pick the epoch for the
         `val` protocol; 0 disables it. eval.bootstrap: resamples for the 95% interval.
     eval.calibrate_sigma: for heads with sigma, scale each seed's sigma by the factor that
-        makes its validation errors unit-variance (needs eval.val_fraction > 0); the
-        factors are in metrics.json under sigma_scale, raw sigma = sigma / factor
+        makes its validation errors unit-variance; the factors are in metrics.json under
+        sigma_scale, raw sigma = sigma / factor. "auto" (the default): whenever the head has
+        a sigma and a validation split exists (eval.val_fraction > 0); true: required (needs
+        the validation split); false: raw sigma
     eval.baseline: "ridge" (default) fits ridge regression on the per-video mean features of
         each fold's training rows (lambda by eval.baseline_folds-fold CV on them only) and
         reports it beside the head with the paired difference; "none" turns it off
@@ -101,7 +103,7 @@ class TrainSection(Section):
 class EvalSection(Section):
     val_fraction: float = Field(0.2, ge=0, lt=1)
     bootstrap: NonNegativeInt = 1000
-    calibrate_sigma: bool = False
+    calibrate_sigma: bool | Literal["auto"] = "auto"
     baseline: Literal["ridge", "none"] = "ridge"
     baseline_folds: int = Field(5, ge=2)
 
@@ -139,7 +141,7 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _calibration_needs_val(self) -> TrainConfig:
-        if self.eval.calibrate_sigma and not self.eval.val_fraction > 0:
+        if self.eval.calibrate_sigma is True and not self.eval.val_fraction > 0:
             raise ValueError(
                 "eval.calibrate_sigma needs a validation split (eval.val_fraction > 0)"
             )

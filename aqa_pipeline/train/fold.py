@@ -34,7 +34,7 @@ from aqa_pipeline.train.group import build_group
 from aqa_pipeline.train.heads import build_head, head_class
 from aqa_pipeline.train.heads.base import HeadOptions
 from aqa_pipeline.train.inputs import FeatureNorm
-from aqa_pipeline.train.loop import RunOutput, RunPlan, run_epochs
+from aqa_pipeline.train.loop import RunOutput, RunPlan, fit_closed_form, run_epochs
 from aqa_pipeline.train.predict import (
     clip_record,
     eval_seed_of,
@@ -176,21 +176,20 @@ def _run(
     checkpoint = (
         setup.checkpoint_dir / f"fold{fold_index}_{run}.pt" if setup.checkpoint_dir else None
     )
-    out = run_epochs(
-        group,
-        setup.data,
-        inputs,
-        RunPlan.of(
-            cfg,
-            train_rows,
-            eval_sets,
-            order_key=(fold_index, 0 if run == "full" else 1),
-            eval_seed=eval_seed_of(fold_index),
-            label=run,
-            checkpoint=checkpoint,
-            **plan,
-        ),
+    run_plan = RunPlan.of(
+        cfg,
+        train_rows,
+        eval_sets,
+        order_key=(fold_index, 0 if run == "full" else 1),
+        eval_seed=eval_seed_of(fold_index),
+        label=run,
+        checkpoint=checkpoint,
+        **plan,
     )
+    if getattr(head_class(cfg.head_name), "closed_form", False):
+        out = fit_closed_form(group, setup.make_head, setup.data, inputs, run_plan)
+    else:
+        out = run_epochs(group, setup.data, inputs, run_plan)
     eval_name = next(iter(eval_sets))
     for e in range(len(out.lr)):
         for s, seed in enumerate(setup.seeds):
@@ -223,10 +222,11 @@ def _val_epochs(
                                "reported")  # fmt: skip
         return None
     epochs = [select_epoch(out.spearman["val"][:, s]) for s in range(len(seeds))]
-    if cfg.eval.calibrate_sigma and "sigma" not in out.preds["val"]:
+    calibrate = cfg.eval.calibrate_sigma
+    if calibrate is True and "sigma" not in out.preds["val"]:
         log.warning("eval.calibrate_sigma: head %s has no sigma; nothing to calibrate",
                     cfg.head_name)  # fmt: skip
-    elif cfg.eval.calibrate_sigma:
+    elif calibrate and "sigma" in out.preds["val"]:  # true, or "auto" with a sigma
         p = out.preds["val"]
         result.sigma_scale = {
             str(seed): sigma_scale_factor(

@@ -138,6 +138,40 @@ class RunPlan:
         )
 
 
+def fit_closed_form(
+    group: ModelGroup, make_head: Any, data: TrainData, inputs: Any, plan: RunPlan
+) -> RunOutput:
+    """The run of a head fitted in closed form (`head.closed_form`, e.g. ridge): each seed's
+    head is fitted once on its training rows with `head.fit(x, y)`, then every evaluation set
+    is predicted. The output has one "epoch", so every protocol selects it."""
+    t0 = time.perf_counter()
+    s_n = len(plan.seeds)
+    rows = torch.as_tensor(plan.train_rows, device=data.video.device)
+    rngs = [np.random.default_rng([plan.eval_seed, s]) for s in range(s_n)]
+    x = inputs.make(rows, train=False, rngs=rngs)["x"]  # (S, n, D)
+    y = data.fields["target"][rows]  # (S, n)
+    states = []
+    for s in range(s_n):
+        head = make_head()
+        info = head.fit(x[s], y[s])
+        log.info("%s run: seed %d fitted in closed form (%s)", plan.label, plan.seeds[s], info)
+        states.append(head.state_dict())
+    group.load_state_dicts(states)
+    preds, rho = {}, {}
+    for name, eval_rows in plan.eval_sets.items():
+        p = predict_rows(group, data, inputs, eval_rows, plan.test_batch_size, plan.eval_seed)
+        preds[name] = {k: v[None] for k, v in p.items()}
+        truth = data.labels.score[eval_rows]
+        rho[name] = np.array([[spearman(p["score"][s], truth[s]) for s in range(s_n)]])
+    snaps = {k: list(states) for k in (*plan.snapshot_at, "final")}
+    epochs = {k: [0] * s_n for k in snaps}
+    if plan.best_on:
+        snaps[f"best_on_{plan.best_on}"] = list(states)
+        epochs[f"best_on_{plan.best_on}"] = [0] * s_n
+    secs = np.array([time.perf_counter() - t0])
+    return RunOutput(np.zeros((1, s_n)), np.zeros(1), secs, preds, rho, snaps, epochs)
+
+
 def run_epochs(group: ModelGroup, data: TrainData, inputs: Any, plan: RunPlan) -> RunOutput:
     """Train `group` for plan.epochs on plan.train_rows and predict every evaluation set
     after each epoch (see RunPlan)."""
