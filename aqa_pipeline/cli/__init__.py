@@ -3,7 +3,7 @@
     extract.py   aqa extract                   features.py  aqa features info|verify|merge|import
     train.py     aqa train (runs and sweeps)   evaluate.py  aqa evaluate
     manifest.py  aqa manifest mtl-aqa          listing.py   aqa list backbones|weights|...
-    demo.py      aqa demo
+    tune.py      aqa tune (CV on train only)   demo.py      aqa demo
 
 Commands parse their configs once, here at the boundary, and hand typed objects to the
 stages below. Exit codes are documented in `aqa_pipeline.errors`.
@@ -54,8 +54,9 @@ def _register() -> None:
     from aqa_pipeline.cli.listing import list_
     from aqa_pipeline.cli.manifest import manifest
     from aqa_pipeline.cli.train import train
+    from aqa_pipeline.cli.tune import tune
 
-    for command in (extract, features, train, evaluate, manifest, list_, demo):
+    for command in (extract, features, train, tune, evaluate, manifest, list_, demo):
         main.add_command(command)
 
 

@@ -90,7 +90,8 @@ class TrainSection(Section):
     batch_size: PositiveInt = 8
     amp: Literal["none", "bf16"] = "none"
     seed: NonNegativeInt = 0
-    seeds: list[int] | PositiveInt = 1  # a count N (seed .. seed + N - 1) or a list
+    # a count N (seed .. seed + N - 1) or a list; always resolved to the list
+    seeds: list[int] | PositiveInt = Field(1, validate_default=True)
     threads: PositiveInt | None = None
     checkpoint_minutes: NonNegativeFloat = 5.0
 
