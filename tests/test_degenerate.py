@@ -37,6 +37,7 @@ def predictions(pred: np.ndarray, true: np.ndarray, seeds=(0,)) -> Predictions:
         ([1.0], [2.0], "1 video(s)"),
         ([1.0, 1.0, 1.0], [1.0, 2.0, 3.0], "constant predictions"),
         ([1.0, 2.0, 3.0], [5.0, 5.0, 5.0], "constant labels"),
+        ([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0], "non-finite predictions"),
     ],
 )
 def test_an_undefined_spearman_is_nan_with_its_reason(pred, true, reason):

@@ -31,6 +31,8 @@ def spearman_undefined(pred: np.ndarray, true: np.ndarray) -> str | None:
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     if len(pred) < 2:
         return f"{len(pred)} video(s): a rank correlation needs at least 2"
+    if not np.isfinite(pred).all():
+        return "non-finite predictions (the training diverged)"
     if np.ptp(pred) == 0:
         return "constant predictions"
     if np.ptp(true) == 0:
