@@ -116,6 +116,26 @@ def test_a_bad_value_exits_1_naming_the_key_before_any_training(data, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "space, features, message",
+    [
+        (None, "missing.h5", "no such feature cache"),
+        ("absent.yaml", None, "absent.yaml: not found"),
+        ("broken.yaml", None, "invalid YAML"),
+    ],
+)
+def test_a_missing_or_corrupt_input_exits_1_naming_it(data, tmp_path, space, features, message):
+    (tmp_path / "broken.yaml").write_text("optim.lr: [1e-4\n")
+    out = tmp_path / "out"
+    args = ["tune", "--config", data["cfg"], "--labels", data["labels"], "--out", out,
+            "--folds", "3", "--features", tmp_path / features if features else data["cache"]]  # fmt: skip
+    args += ["--space", tmp_path / space] if space else ["--grid", "optim.lr=1e-3"]
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == 1, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
 def test_cv_folds_hold_only_training_rows(data):
     from aqa_pipeline.datasets import load_labels
 
