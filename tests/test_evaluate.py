@@ -165,10 +165,19 @@ def test_sigma_calibrated_on_validation(trained, tmp_path):
     raw = Predictions.read(tmp / "run/predictions.csv")
     cal = Predictions.read(tmp_path / "cal/predictions.csv")
     np.testing.assert_allclose(cal.pred, raw.pred, rtol=1e-6)  # the same training
-    factors = metrics["sigma_scale"]["split"]
-    assert set(factors) == {"0", "1"} and all(f > 0 and f != 1 for f in factors.values())
+    factors = metrics["sigma_scale"]["split"]  # protocol -> seed -> factor
+    assert set(factors) == {"final", "val", "best_on_test"}
+    assert all(set(f) == {"0", "1"} for f in factors.values())
+    assert all(f > 0 and f != 1 for per in factors.values() for f in per.values())
+    assert factors["val"] == factors["best_on_test"]  # both fitted at the val-chosen epoch
     ratio = np.array(cal.sigma) / np.array(raw.sigma)
-    np.testing.assert_allclose(ratio, [factors[str(s)] for s in cal.seed], rtol=1e-5)
+    expected = [factors[p][str(s)] for p, s in zip(cal.protocol, cal.seed, strict=True)]
+    np.testing.assert_allclose(ratio, expected, rtol=1e-5)
+    val_epochs = {s: e for p, s, e in zip(cal.protocol, cal.seed, cal.epoch, strict=True)
+                  if p == "val"}  # fmt: skip
+    for seed, epoch in val_epochs.items():  # final's factor is fitted at the last epoch
+        same = factors["final"][str(seed)] == factors["val"][str(seed)]
+        assert same == (epoch == 2), (seed, epoch, factors)
     assert metrics["coverage_90"] != raw_metrics["coverage_90"]
     rescored, *_ = rescore(tmp_path / "cal", tmp / "f.h5")
     np.testing.assert_allclose(rescored.sigma, cal.sigma, rtol=1e-5)
@@ -190,7 +199,7 @@ def test_sigma_is_calibrated_by_default_when_a_validation_split_exists(trained, 
     tmp, _ = trained
     cfg = config("dae", epochs=3, head={"loss": "likelihood"}, data={"standardize": True})
     auto = run_training(cfg, tmp / "f.h5", f"csv:{tmp / 'l.csv'}", tmp_path / "auto", seeds=1)
-    assert set(auto["sigma_scale"]["split"]) == {"0"}
+    assert all(set(per) == {"0"} for per in auto["sigma_scale"]["split"].values())
     no_val = {**cfg, "eval": {"val_fraction": 0, "bootstrap": 50}}
     raw = run_training(no_val, tmp / "f.h5", f"csv:{tmp / 'l.csv'}", tmp_path / "noval", seeds=1)
     assert "sigma_scale" not in raw  # no validation split: nothing to calibrate on

@@ -89,6 +89,8 @@ def rescore(
                              clips=kind == "clips")  # fmt: skip
             epochs = [per_fold[fold.name][str(seed)] for seed in seeds]
             factors = sidecar.get("sigma_scale", {}).get(fold.name, {})
+            if any(isinstance(f, dict) for f in factors.values()):  # per protocol (new runs)
+                factors = factors.get(protocol, {})
             record(preds, data, fold, protocol, seeds, epochs, p["score"], p.get("sigma"), factors)
             if "clip_index" in p:
                 records += [clip_record(data, fold, protocol, seed, p, s)

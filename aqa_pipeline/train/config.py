@@ -22,8 +22,9 @@ Keys (every one optional except head.name; see aqa_pipeline/configs/train/*.yaml
     eval.val_fraction: share of train held out (per seed, seeded) to pick the epoch for the
         `val` protocol; 0 disables it. eval.bootstrap: resamples for the 95% interval.
     eval.calibrate_sigma: for heads with sigma, scale each seed's sigma by the factor that
-        makes its validation errors unit-variance; the factors are in metrics.json under
-        sigma_scale, raw sigma = sigma / factor. "auto" (the default): whenever the head has
+        makes its validation errors unit-variance, fitted per protocol at the epoch that
+        protocol reports (the last one for final); the factors are in metrics.json under
+        sigma_scale (fold -> protocol -> seed), raw sigma = sigma / factor. "auto" (the default): whenever the head has
         a sigma and a validation split exists (eval.val_fraction > 0); true: required (needs
         the validation split); false: raw sigma
     eval.baseline: "ridge" (default) fits ridge regression on the per-video mean features of

@@ -3,7 +3,9 @@
 A fold is a train/test partition of the labels (see aqa_pipeline.datasets):
 1. with eval.val_fraction > 0, a validation run: each seed trains on its train rows minus a
    seeded validation part and picks the epoch of best validation Spearman (and, with
-   eval.calibrate_sigma, the factor that makes its validation errors unit-variance);
+   eval.calibrate_sigma, per protocol the factor that makes its validation errors
+   unit-variance: at the last epoch for `final`, at the chosen epoch for `val` and
+   `best_on_test`);
 2. the full run: each seed trains on all train rows (same initialisation as in 1), the test
    set is predicted after every epoch; snapshots are kept at the final epoch, at the epoch
    chosen in 1 (`val`) and at the best test epoch (`best_on_test`, what papers report).
@@ -57,7 +59,7 @@ class FoldResult:
     selected: dict[str, dict[str, int]] = field(default_factory=dict)  # protocol -> seed -> epoch
     norm: tuple[torch.Tensor, torch.Tensor] | None = None  # data.standardize mean, std
     clip_records: list[dict[str, Any]] = field(default_factory=list)
-    sigma_scale: dict[str, float] = field(default_factory=dict)  # seed -> factor
+    sigma_scale: dict[str, dict[str, float]] = field(default_factory=dict)  # protocol -> seed -> factor
     baseline: dict[str, float] = field(default_factory=dict)  # lambda, cv_spearman
     baseline_preds: Predictions = field(default_factory=Predictions)  # eval.baseline's
     warnings: list[str] = field(default_factory=list)  # what makes its figures mean little
@@ -142,7 +144,7 @@ def train_fold(setup: FoldSetup, fold_index: int, fold: Fold) -> FoldResult:
         at = epochs[protocol]
         pick = (at, np.arange(len(seeds)))
         record(result.preds, setup.data, fold, protocol, seeds, at, out.preds["test"]["score"][pick],
-               None if sigma is None else sigma[pick], result.sigma_scale)  # fmt: skip
+               None if sigma is None else sigma[pick], result.sigma_scale.get(protocol))  # fmt: skip
         result.selected[protocol] = {str(seed): int(at[s]) for s, seed in enumerate(seeds)}
         for s, seed in enumerate(seeds):
             result.states[protocol, fold.name, seed] = out.snapshots[protocol][s]
@@ -227,12 +229,16 @@ def _val_epochs(
         log.warning("eval.calibrate_sigma: head %s has no sigma; nothing to calibrate",
                     cfg.head_name)  # fmt: skip
     elif calibrate and "sigma" in out.preds["val"]:  # true, or "auto" with a sigma
-        p = out.preds["val"]
+        p, last = out.preds["val"], len(out.lr) - 1
+        fitted_at = {"final": [last] * len(seeds), "val": epochs, "best_on_test": epochs}
         result.sigma_scale = {
-            str(seed): sigma_scale_factor(
-                p["score"][e, s], p["sigma"][e, s], setup.data.labels.score[va[s]]
-            )
-            for s, (seed, e) in enumerate(zip(seeds, epochs, strict=True))
+            protocol: {
+                str(seed): sigma_scale_factor(
+                    p["score"][e, s], p["sigma"][e, s], setup.data.labels.score[va[s]]
+                )
+                for s, (seed, e) in enumerate(zip(seeds, at, strict=True))
+            }
+            for protocol, at in fitted_at.items()
         }
         log.info("fold %s: sigma scaled by %s (fitted on validation)", fold.name,
                  result.sigma_scale)  # fmt: skip
