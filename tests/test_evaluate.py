@@ -169,14 +169,17 @@ def test_sigma_calibrated_on_validation(trained, tmp_path):
     assert set(factors) == {"final", "val", "best_on_test"}
     assert all(set(f) == {"0", "1"} for f in factors.values())
     assert all(f > 0 and f != 1 for per in factors.values() for f in per.values())
-    assert factors["val"] == factors["best_on_test"]  # both fitted at the val-chosen epoch
+    drift = metrics["sigma_drift"]["split"]  # full-run sigma / validation-run sigma
+    assert set(drift) == set(factors) and all(d > 0 for p in drift.values() for d in p.values())
+    fitted = {p: {s: f * drift[p][s] for s, f in per.items()} for p, per in factors.items()}
+    assert fitted["val"] == pytest.approx(fitted["best_on_test"])  # both at the val epoch
     ratio = np.array(cal.sigma) / np.array(raw.sigma)
     expected = [factors[p][str(s)] for p, s in zip(cal.protocol, cal.seed, strict=True)]
     np.testing.assert_allclose(ratio, expected, rtol=1e-5)
     val_epochs = {s: e for p, s, e in zip(cal.protocol, cal.seed, cal.epoch, strict=True)
                   if p == "val"}  # fmt: skip
     for seed, epoch in val_epochs.items():  # final's factor is fitted at the last epoch
-        same = factors["final"][str(seed)] == factors["val"][str(seed)]
+        same = fitted["final"][str(seed)] == pytest.approx(fitted["val"][str(seed)])
         assert same == (epoch == 2), (seed, epoch, factors)
     assert metrics["coverage_90"] != raw_metrics["coverage_90"]
     rescored, *_ = rescore(tmp_path / "cal", tmp / "f.h5")

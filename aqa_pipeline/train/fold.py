@@ -5,7 +5,7 @@ A fold is a train/test partition of the labels (see aqa_pipeline.datasets):
    seeded validation part and picks the epoch of best validation Spearman (and, with
    eval.calibrate_sigma, per protocol the factor that makes its validation errors
    unit-variance: at the last epoch for `final`, at the chosen epoch for `val` and
-   `best_on_test`);
+   `best_on_test`; see `calibrate`);
 2. the full run: each seed trains on all train rows (same initialisation as in 1), the test
    set is predicted after every epoch; snapshots are kept at the final epoch, at the epoch
    chosen in 1 (`val`) and at the best test epoch (`best_on_test`, what papers report).
@@ -36,7 +36,7 @@ from aqa_pipeline.train.group import build_group
 from aqa_pipeline.train.heads import build_head, head_class
 from aqa_pipeline.train.heads.base import HeadOptions
 from aqa_pipeline.train.inputs import FeatureNorm
-from aqa_pipeline.train.loop import RunOutput, RunPlan, fit_closed_form, run_epochs
+from aqa_pipeline.train.loop import RunOutput, RunPlan, fit_closed_form, predict_rows, run_epochs
 from aqa_pipeline.train.predict import (
     clip_record,
     eval_seed_of,
@@ -59,7 +59,11 @@ class FoldResult:
     selected: dict[str, dict[str, int]] = field(default_factory=dict)  # protocol -> seed -> epoch
     norm: tuple[torch.Tensor, torch.Tensor] | None = None  # data.standardize mean, std
     clip_records: list[dict[str, Any]] = field(default_factory=list)
-    sigma_scale: dict[str, dict[str, float]] = field(default_factory=dict)  # protocol -> seed -> factor
+    sigma_scale: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # protocol -> seed -> factor
+    sigma_drift: dict[str, dict[str, float]] = field(default_factory=dict)  # likewise (`calibrate`)
+    reference: np.ndarray | None = None  # (S, m) rows on which `calibrate` measures the drift
     baseline: dict[str, float] = field(default_factory=dict)  # lambda, cv_spearman
     baseline_preds: Predictions = field(default_factory=Predictions)  # eval.baseline's
     warnings: list[str] = field(default_factory=list)  # what makes its figures mean little
@@ -74,6 +78,7 @@ class FoldSetup:
     head_opts: HeadOptions
     device: torch.device
     checkpoint_dir: Path | None = None
+    init: Any = None  # a HeadInit (train.init_from): every head starts from its weights
 
     @property
     def seeds(self) -> list[int]:
@@ -84,7 +89,8 @@ class FoldSetup:
         return head_class(self.cfg.head_name).input_kind
 
     def make_head(self) -> Any:
-        return build_head(self.cfg.head_name, self.data.feature_dim, self.head_opts)
+        head = build_head(self.cfg.head_name, self.data.feature_dim, self.head_opts)
+        return head if self.init is None else self.init.apply(head)
 
 
 def validation_split(
@@ -100,6 +106,17 @@ def validation_split(
         va.append(np.sort(perm[:n_val]))
         tr.append(np.sort(perm[n_val:]))
     return np.stack(tr), np.stack(va)
+
+
+REFERENCE_ROWS = 64  # training rows per seed on which calibration measures sigma's drift
+
+
+def reference_rows(train_part: np.ndarray, fold_index: int) -> np.ndarray:
+    """Per seed up to REFERENCE_ROWS seeded rows (S, m) of its validation run's training part:
+    rows that both the validation run and the full run train on (see `calibrate`)."""
+    m = min(REFERENCE_ROWS, train_part.shape[1])
+    return np.stack([np.sort(np.random.default_rng([fold_index, s, 3]).choice(rows, m, False))
+                     for s, rows in enumerate(train_part)])  # fmt: skip
 
 
 def sigma_scale_factor(pred: np.ndarray, sigma: np.ndarray, true: np.ndarray) -> float:
@@ -137,6 +154,7 @@ def train_fold(setup: FoldSetup, fold_index: int, fold: Fold) -> FoldResult:
     )
     epochs["final"] = out.snapshot_epoch["final"]
     epochs["best_on_test"] = out.snapshot_epoch["best_on_test"]
+    calibrate(setup, fold_index, fold, out, group, inputs, result)
     sigma = out.preds["test"].get("sigma")
     for protocol in ("final", "val", "best_on_test"):
         if protocol not in epochs:
@@ -216,7 +234,10 @@ def _val_epochs(
         result.warnings.append(f"fold {fold.name}: the validation split has {va.shape[1]} "
                                f"videos (< {SMALL_SPLIT}); the val protocol's epoch choice is "
                                "very uncertain")  # fmt: skip
-    out = _run(setup, fold_index, fold, "val", tr, {"val": va}, norm, result)[0]
+    eval_sets = {"val": va}
+    if cfg.eval.calibrate_sigma:  # true, or "auto": whether the head has a sigma shows below
+        eval_sets["ref"] = reference_rows(tr, fold_index)
+    out = _run(setup, fold_index, fold, "val", tr, eval_sets, norm, result)[0]
     undefined = [seed for s, seed in enumerate(seeds) if np.isnan(out.spearman["val"][:, s]).all()]
     if undefined:
         result.warnings.append(f"fold {fold.name}: the validation Spearman is undefined at every "
@@ -229,20 +250,56 @@ def _val_epochs(
         log.warning("eval.calibrate_sigma: head %s has no sigma; nothing to calibrate",
                     cfg.head_name)  # fmt: skip
     elif calibrate and "sigma" in out.preds["val"]:  # true, or "auto" with a sigma
-        p, last = out.preds["val"], len(out.lr) - 1
+        p, ref, last = out.preds["val"], out.preds["ref"]["sigma"], len(out.lr) - 1
         fitted_at = {"final": [last] * len(seeds), "val": epochs, "best_on_test": epochs}
-        result.sigma_scale = {
-            protocol: {
+        for protocol, at in fitted_at.items():
+            result.sigma_scale[protocol] = {
                 str(seed): sigma_scale_factor(
                     p["score"][e, s], p["sigma"][e, s], setup.data.labels.score[va[s]]
                 )
                 for s, (seed, e) in enumerate(zip(seeds, at, strict=True))
             }
-            for protocol, at in fitted_at.items()
-        }
-        log.info("fold %s: sigma scaled by %s (fitted on validation)", fold.name,
-                 result.sigma_scale)  # fmt: skip
+            result.sigma_drift[protocol] = {
+                str(seed): float(ref[e, s].mean())
+                for s, (seed, e) in enumerate(zip(seeds, at, strict=True))
+            }
+        result.reference = eval_sets["ref"]
     return epochs
+
+
+def calibrate(
+    setup: FoldSetup,
+    fold_index: int,
+    fold: Fold,
+    out: RunOutput,
+    group: Any,
+    inputs: Any,
+    result: FoldResult,
+) -> None:
+    """Finish the calibration factors once the full run is trained.
+
+    The validation run fits, per protocol and seed, c = sqrt(mean(z^2)) of its validation
+    errors z = (true - pred) / sigma at the epoch the protocol reports. A factor fitted on
+    one model only carries over to another if both state sigma on the same scale, and they
+    need not: the full run trains on more rows, so more steps per epoch, and a sigma trained
+    towards the training residuals (the DAE's `stable` loss, any loss late in training)
+    keeps shrinking with steps. So both runs also predict the same reference rows (training
+    rows of both, `reference_rows`), and the factor applied to the full run's test sigma is
+    c * (mean sigma of the validation run / mean sigma of the full run) on those rows.
+    """
+    if not result.sigma_scale:
+        return
+    for protocol, states in out.snapshots.items():
+        group.load_state_dicts(states)
+        p = predict_rows(group, setup.data, inputs, result.reference, setup.cfg.test.batch_size,
+                         eval_seed_of(fold_index))  # fmt: skip
+        for s, seed in enumerate(setup.seeds):
+            before = result.sigma_drift[protocol][str(seed)]
+            drift = float(p["sigma"][s].mean()) / max(before, 1e-12)
+            result.sigma_drift[protocol][str(seed)] = drift
+            result.sigma_scale[protocol][str(seed)] /= max(drift, 1e-12)
+    log.info("fold %s: sigma scaled by %s (fitted on validation; drift of sigma on shared "
+             "training rows %s)", fold.name, result.sigma_scale, result.sigma_drift)  # fmt: skip
 
 
 def _clip_outputs(

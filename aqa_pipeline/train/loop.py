@@ -198,13 +198,16 @@ def run_epochs(group: ModelGroup, data: TrainData, inputs: Any, plan: RunPlan) -
     start = 0
     if checkpoint is not None and checkpoint.is_file():
         st = load_checkpoint(checkpoint)
-        if (st["epochs"], st["seeds"], st["rows"]) != (epochs, list(seeds), train_rows.shape):
+        saved = (st["epochs"], st["seeds"], st["rows"], sorted(st["preds"]))
+        if saved != (epochs, list(seeds), train_rows.shape, sorted(eval_sets)):
             raise MismatchError(
-                f"{checkpoint}: saved by a run of other epochs, seeds or training rows",
+                f"{checkpoint}: saved by a run of other epochs, seeds, training rows or "
+                "evaluation sets",
                 {
                     "epochs": (st["epochs"], epochs),
                     "seeds": (st["seeds"], list(seeds)),
                     "training rows": (st["rows"], train_rows.shape),
+                    "evaluation sets": (sorted(st["preds"]), sorted(eval_sets)),
                 },
             )
         group.load_training_state(st["group"])

@@ -37,6 +37,7 @@ from aqa_pipeline.train.config import TrainConfig, resolve_config
 from aqa_pipeline.train.data import TrainData
 from aqa_pipeline.train.fold import FoldSetup, train_fold
 from aqa_pipeline.train.heads import build_head, head_class, head_options
+from aqa_pipeline.train.heads.authors import read_head_checkpoint
 from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import PATH_FIELDS
 from aqa_pipeline.train.predict import eval_seed_of, load_feature_set
@@ -94,9 +95,11 @@ def run_training(
     seeds: int | Sequence[int] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    allow_unsafe_pickle: bool = False,
 ) -> dict[str, Any]:
     """Train config's head on `features` with `labels` (spec or LabelSet; None = the
     config's `labels`), write `run_dir` and return the metrics (metrics.json).
+    allow_unsafe_pickle: read a train.init_from file that needs full unpickling.
 
     The run is written into a temporary sibling (`checkpoint.partial_dir`) and renamed to
     `run_dir` when complete, so a failed or killed run never touches a finished one.
@@ -127,7 +130,7 @@ def run_training(
     if root.getEffectiveLevel() > logging.INFO:
         root.setLevel(logging.INFO)
     try:
-        metrics = _train(cfg, features, labels, work, t0, resume)
+        metrics = _train(cfg, features, labels, work, t0, resume, allow_unsafe_pickle)
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -137,7 +140,13 @@ def run_training(
 
 
 def _train(
-    cfg: TrainConfig, features: Any, labels: Any, work: Path, t0: float, resume: bool
+    cfg: TrainConfig,
+    features: Any,
+    labels: Any,
+    work: Path,
+    t0: float,
+    resume: bool,
+    allow_unsafe_pickle: bool = False,
 ) -> dict[str, Any]:
     """Train every fold and write the run into `work` (the partial dir)."""
     if cfg.train.threads:
@@ -158,13 +167,21 @@ def _train(
     data = TrainData.build(fs, labels, scale, clips=cls.input_kind == "clips", cache=cache)
     data = data.to(device)
     check_requirements(build_head(cfg.head_name, data.feature_dim, head_opts), labels)
+    init = None
+    if cfg.train.init_from:  # the head's authors' checkpoint, checked before any work
+        init = read_head_checkpoint(cfg.train.init_from,
+                                    build_head(cfg.head_name, data.feature_dim, head_opts),
+                                    allow_unsafe_pickle)  # fmt: skip
     checkpoints = work / "checkpoints"
     if resume:
         check_same_config(work / "config.yaml", cfg)  # before anything is written
         found = sorted(p.name for p in checkpoints.glob("*.pt"))
         log.info("resuming %s: checkpoints %s", work, found or "none (starting over)")
     rundir.write_yaml(work / "config.yaml", cfg.plain())
-    rundir.write_json(work / "environment.json", rundir.environment(str(device)))
+    environment = rundir.environment(str(device))
+    if init is not None:
+        environment["init_from"] = init.provenance()
+    rundir.write_json(work / "environment.json", environment)
     log.info(
         "head %s on %s (%d-d, %s) with %s: %d fold(s), seeds %s",
         cfg.head_name,
@@ -175,7 +192,7 @@ def _train(
         len(labels.folds),
         cfg.train.seeds,
     )
-    setup = FoldSetup(cfg, data, head_opts, device, checkpoints)
+    setup = FoldSetup(cfg, data, head_opts, device, checkpoints, init=init)
     folds = [train_fold(setup, i, fold) for i, fold in enumerate(labels.folds)]
     preds, baseline_preds = Predictions(), Predictions()
     for f in folds:
@@ -191,6 +208,8 @@ def _train(
             selected.setdefault(protocol, {})[fold.name] = per_seed
     sigma_scale = {fold.name: f.sigma_scale for fold, f in zip(labels.folds, folds, strict=True)
                    if f.sigma_scale}  # fmt: skip
+    sigma_drift = {fold.name: f.sigma_drift for fold, f in zip(labels.folds, folds, strict=True)
+                   if f.sigma_drift}  # fmt: skip
     baseline = {fold.name: f.baseline for fold, f in zip(labels.folds, folds, strict=True)
                 if f.baseline}  # fmt: skip
     train_warnings = [w for f in folds for w in f.warnings]
@@ -233,6 +252,7 @@ def _train(
     metrics.update(info.as_dict())
     if sigma_scale:
         metrics["sigma_scale"] = sigma_scale
+        metrics["sigma_drift"] = sigma_drift  # fold.calibrate: already in sigma_scale
     if baseline:
         metrics["baseline"]["per_fold_fit"] = baseline
     metrics["warnings"] = train_warnings + metrics["warnings"]
