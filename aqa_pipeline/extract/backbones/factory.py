@@ -12,8 +12,17 @@ import torch
 from aqa_pipeline.config import did_you_mean
 from aqa_pipeline.errors import AqaError
 
-from .checkpoints import hub_checkpoint_file, hub_hash_prefix, read_checkpoint
-from .registry import HUB_SOURCES, Backbone, BackboneSpec, _entry, arch_keys
+from .checkpoints import Checkpoint, hub_checkpoint_file, hub_hash_prefix, read_checkpoint
+from .hf import read_snapshot
+from .registry import (
+    HUB_SOURCES,
+    Backbone,
+    BackboneSpec,
+    _entry,
+    arch_keys,
+    get_spec,
+    list_backbones,
+)
 from .weights import LAYOUT_NORMALISATION, match_weights
 
 
@@ -29,7 +38,9 @@ def build(
 
     weights: a checkpoint file in one of the layouts the backbone loads (see
         `get_spec(name).layouts`), or "torchvision" / "pytorchvideo" for the file torch.hub
-        would use for this model, looked up in $TORCH_HOME/hub/checkpoints (never downloaded).
+        would use for this model, looked up in $TORCH_HOME/hub/checkpoints (never downloaded);
+        for backbones whose spec.weights_kind is "hf_snapshot", a local Hugging Face snapshot
+        folder (config.json + model.safetensors, read offline; see hf.py).
     random_init: use random weights drawn from `seed` (same seed, same weights); the global
         RNG state is left untouched.
     allow_unsafe_pickle: load files that need full unpickling (can run code; trusted files only).
@@ -49,8 +60,17 @@ def build(
     check_arch(name, arch)
 
     checkpoint = None
-    if weights is not None:
+    if weights is not None and entry.spec.weights_kind == "hf_snapshot":
+        checkpoint = read_snapshot(weights, name)  # checks the folder, then hashes it
+    elif weights is not None:
         path, sha256_prefix = _resolve_weights(entry.spec, weights)
+        if path.is_dir():
+            folders = [b for b in list_backbones() if get_spec(b).weights_kind == "hf_snapshot"]
+            raise AqaError(
+                f"{path}: is a folder; backbone {name!r} loads a weights file "
+                f"({', '.join(entry.spec.layouts)} layout). Hugging Face snapshot folders are "
+                f"for the backbones {', '.join(folders)}"
+            )
         checkpoint = read_checkpoint(path, allow_unsafe_pickle, sha256_prefix)
         checkpoint.require_layout(entry.spec.layouts, name)
 
@@ -59,14 +79,21 @@ def build(
         torch.manual_seed(seed)
         model = entry.builder(checkpoint, **arch)
 
-    weights_entry = match_weights(name, checkpoint) if checkpoint else None
+    weights_entry = model.loaded_entry()  # a snapshot describes itself
+    if weights_entry is None and isinstance(checkpoint, Checkpoint):
+        weights_entry = match_weights(name, checkpoint)
     if weights_entry is not None:
         normalisation = weights_entry.normalisation
     elif checkpoint is not None:
         normalisation = LAYOUT_NORMALISATION[checkpoint.layout]
     else:
         normalisation = entry.spec.normalisation
-    model.spec = replace(entry.spec, feature_dim=model.feature_dim)
+    model.spec = replace(
+        entry.spec,
+        feature_dim=model.feature_dim,
+        min_frames=model.min_frames or entry.spec.min_frames,
+        min_size=model.min_size or entry.spec.min_size,
+    )
     model.weights_entry = weights_entry
     model.weights_info = {
         "path": str(checkpoint.path) if checkpoint else None,
@@ -77,6 +104,7 @@ def build(
         "num_classes": model.num_classes,
         "entry": weights_entry.name if weights_entry else None,
         "normalisation": normalisation,
+        **model.weights_details(),
     }
     return model.eval()
 

@@ -21,6 +21,7 @@ from aqa_pipeline.extract.normalisation import PRESETS
 
 NORMALISATIONS = tuple(PRESETS)  # the preset names, see aqa_pipeline/extract/normalisation.py
 HUB_SOURCES = ("torchvision", "pytorchvideo")
+WEIGHTS_KINDS = ("file", "hf_snapshot")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class BackboneSpec:
     [-1, 1]) or "kinetics" (mean 0.45, std 0.225). A built model records the preset of the
     weights it actually holds in weights_info["normalisation"] (see weights.py).
     min_frames and min_size (pixels, for H and W) are the smallest clip the network accepts.
+    weights_kind says what `--weights` names: "file" (a checkpoint file, checkpoints.py) or
+    "hf_snapshot" (a local Hugging Face snapshot folder, hf.py).
     """
 
     name: str
@@ -43,10 +46,13 @@ class BackboneSpec:
     layouts: tuple[str, ...] = ()  # checkpoint layouts it loads, see checkpoints.py
     hub_source: str | None = None  # weights="torchvision" / "pytorchvideo" is allowed
     hub_url: str | None = None  # ...and means the file torch.hub would keep for this URL
+    weights_kind: str = "file"
 
     def __post_init__(self) -> None:
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"unknown normalisation preset {self.normalisation!r}")
+        if self.weights_kind not in WEIGHTS_KINDS:
+            raise ValueError(f"unknown weights_kind {self.weights_kind!r}")
 
     @property
     def normalization(self) -> str:
@@ -71,6 +77,18 @@ class Backbone(nn.Module):
     spec: BackboneSpec
     weights_info: dict[str, Any]
     weights_entry: Any  # its weights.WeightsEntry, or None when no entry matches
+    # set by builders whose smallest clip depends on the weights (hf.py); None: the spec's
+    min_frames: int | None = None
+    min_size: int | None = None
+
+    def weights_details(self) -> dict[str, Any]:
+        """Backbone-specific facts `build` adds to weights_info (JSON-friendly); none here."""
+        return {}
+
+    def loaded_entry(self) -> Any:
+        """The WeightsEntry of weights that describe themselves (a Hugging Face snapshot);
+        None here: `build` identifies a checkpoint file with `match_weights`."""
+        return None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) normalised float clips -> (B, feature_dim) pooled features."""

@@ -43,6 +43,9 @@ LAYOUT_NORMALISATION: dict[str, str] = {
 }
 
 _HEX = re.compile(r"[0-9a-f]+")
+# Hugging Face snapshot folders (hf.py): each describes itself with an entry made when it is
+# loaded (its preprocessor config, its sha256); those entries are not registered.
+SNAPSHOT_LAYOUT = "huggingface"
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class WeightsEntry:
         where = f"weights entry {self.name!r}"
         if not re.fullmatch(r"[a-z0-9_]+", self.name):
             raise ValueError(f"{where}: name must be lowercase letters, digits and _")
-        if self.layout not in LAYOUTS:
+        if self.layout not in (*LAYOUTS, SNAPSHOT_LAYOUT):
             raise ValueError(f"{where}: unknown layout {self.layout!r}")
         if self.normalisation not in PRESETS:
             raise ValueError(f"{where}: unknown normalisation preset {self.normalisation!r}")
