@@ -245,6 +245,7 @@ def test_extract_equals_transformers_forward(name, snapshots, frames, tmp_path) 
     assert weights["config_sha256"] == canonical_config_sha256(folder)
     assert weights["sha256"] == file_sha256(folder / "model.safetensors")
     assert key_fields["weights"]["sha256"] == weights["sha256"]
+    assert key_fields["weights"]["config_sha256"] == weights["config_sha256"]  # in the key
     assert weights["pooling"] == pooling
     assert weights["architecture"].endswith("ForVideoClassification") == classifier
     assert weights["layout"] == "huggingface"

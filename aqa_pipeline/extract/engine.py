@@ -1,5 +1,6 @@
-"""Running a backbone on batches of uint8 clips: device transfer, normalisation, mixed
-precision, channels_last_3d, and a retry with half the batch on out-of-memory."""
+"""Running a backbone on batches of uint8 clips: device transfer, optional resize and crop
+on a device (native-size clips), normalisation, mixed precision, channels_last_3d, and a
+retry with half the batch on out-of-memory."""
 
 from __future__ import annotations
 
@@ -11,17 +12,22 @@ import torch
 from torch import nn
 
 from aqa_pipeline.errors import AqaError
-from aqa_pipeline.extract.preprocess import normalize_clips
+from aqa_pipeline.extract.preprocess import Preprocess, normalize_clips, preprocess_clips
 
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "--device") -> torch.device:
+    """A torch device from a command-line value; AqaError naming `option` when it is not a
+    device or CUDA is not available."""
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AqaError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+        raise AqaError(f"{option} {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise AqaError(f"{option} {name!r}: not a device (cpu, cuda, cuda:N)") from None
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
@@ -40,7 +46,10 @@ def is_oom(exc: BaseException) -> bool:
 
 
 class ClipEngine:
-    """Turns uint8 clips (B, T, H, W, 3) into float32 features (B, D) on `device`."""
+    """Turns uint8 clips (B, T, H, W, 3) into float32 features (B, D) on `device`.
+
+    preprocess: when given, clips arrive at native size and are resized and cropped by
+    `preprocess_clips` on `preprocess_device` (default: `device`) before normalisation."""
 
     def __init__(
         self,
@@ -50,8 +59,12 @@ class ClipEngine:
         amp: str = "none",
         channels_last: bool = False,
         compile: bool = False,
+        preprocess: Preprocess | None = None,
+        preprocess_device: torch.device | None = None,
     ):
         self.device = device
+        self.preprocess = preprocess
+        self.preprocess_device = preprocess_device or device
         self.normalize = normalize
         self.amp = amp
         self.channels_last = channels_last and device.type == "cuda"
@@ -71,6 +84,9 @@ class ClipEngine:
         return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
 
     def _run(self, clips: torch.Tensor) -> torch.Tensor:
+        if self.preprocess is not None:
+            x = clips.to(self.preprocess_device, non_blocking=True)
+            clips = preprocess_clips(x, self.preprocess)
         x = clips.to(self.device, non_blocking=True)
         x = normalize_clips(x, self.normalize)
         x = x.contiguous(
