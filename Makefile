@@ -1,5 +1,6 @@
 # `make demo` and `make test` work on a fresh machine: each creates .venv if missing and
-# installs the project with the versions pinned in constraints.txt.
+# installs the project with the versions pinned in constraints.txt (with the [hf] extra, so
+# the VideoMAE / V-JEPA 2 parity tests run).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,hf]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
