@@ -47,7 +47,7 @@ def run(head: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, seed: int =
     "name, opts",
     [
         ("interaqa", {"preset": "clean"}),
-        ("interaqa", {"preset": "paper", "query": "learned", "max_queries": 16}),
+        ("interaqa", {"preset": "paper", "query": "learned", "max_queries": 16, "padding": "mask"}),
         ("gdlt", {}),
     ],
 )
@@ -69,7 +69,11 @@ def test_eval_outputs_ignore_padding_and_batch_mates(name, opts):
 
 @pytest.mark.parametrize(
     "name, opts",
-    [("interaqa", {"preset": "paper"}), ("interaqa", {"preset": "clean"}), ("gdlt", {})],
+    [
+        ("interaqa", {"preset": "paper", "padding": "mask"}),
+        ("interaqa", {"preset": "clean"}),
+        ("gdlt", {"padding": "mask"}),
+    ],
 )
 def test_training_loss_and_gradients_ignore_padding_values(name, opts):
     """Train mode (dropout, noise queries, batch-norm statistics): the padding's content
@@ -90,6 +94,30 @@ def test_training_loss_and_gradients_ignore_padding_values(name, opts):
     assert torch.allclose(loss_a, loss_b, rtol=1e-5)
     for ga, gb in zip(grads_a, grads_b, strict=True):
         assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, opts, train",
+    [
+        ("interaqa", {"preset": "paper"}, True),
+        ("interaqa", {"preset": "paper"}, False),
+        ("gdlt", {}, True),
+    ],
+)
+def test_zeros_padding_feeds_zero_clips_like_the_authors_loaders(name, opts, train):
+    """padding: zeros (the paper preset, GDLT's default in training): the padded positions
+    are zero clips the model sees, whatever they hold, as the authors' loaders zero-pad
+    and their models take no mask; so the outputs differ from the masked ones."""
+    small = SMALL_INTERAQA if name == "interaqa" else SMALL_GDLT
+    torch.manual_seed(0)
+    head = build_head(name, 32, **small, **opts).train(train)
+    x, mask = padded_batch([8, 4, 6], 32, fill=-50.0)
+    zeros = x * mask[..., None]
+    got = run(head, x, mask)["score"]
+    assert torch.allclose(got, run(head, zeros, None)["score"], atol=1e-6)
+    masked = build_head(name, 32, **small, **{**opts, "padding": "mask"}).train(train)
+    masked.load_state_dict(head.state_dict())
+    assert not torch.allclose(got, run(masked, x, mask)["score"], atol=1e-4)
 
 
 def test_interaqa_loss_of_a_padded_video_equals_its_loss_alone():
@@ -171,7 +199,7 @@ def test_attention_loss_leaves_out_padded_queries():
 @pytest.mark.parametrize("preset", ["paper", "clean"])
 def test_interaqa_weight_score_sum(preset):
     torch.manual_seed(0)
-    head = build_head("interaqa", 32, preset=preset, **SMALL_INTERAQA).eval()
+    head = build_head("interaqa", 32, preset=preset, padding="mask", **SMALL_INTERAQA).eval()
     x, mask = padded_batch([7, 4], 32, fill=0.0)
     with torch.no_grad():
         out = head(x, mask)
@@ -397,7 +425,13 @@ def test_short_fisv_training_beats_a_constant_predictor():
 @pytest.mark.parametrize(
     "head",
     [
-        {"name": "interaqa", "preset": "paper", "score_dist": "dae", **SMALL_INTERAQA},
+        {
+            "name": "interaqa",
+            "preset": "paper",
+            "padding": "mask",
+            "score_dist": "dae",
+            **SMALL_INTERAQA,
+        },
         {"name": "gdlt", **SMALL_GDLT},
     ],
     ids=["interaqa-paper-dae", "gdlt"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -40,6 +41,17 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
         f"best_on_test selects epochs on the test set (what papers report); report: "
         f"{run_dir / 'report.md'}"
     )
+
+
+# an authors' head checkpoint that needs full unpickling (`aqa train --init-from`, single
+# runs only, and `aqa evaluate --checkpoint`)
+allow_unsafe_pickle_option = click.option(
+    "--allow-unsafe-pickle",
+    is_flag=True,
+    help="Read a head checkpoint that needs full unpickling (e.g. one storing numpy scalars, "
+    "as InterAQA's and the DAE's scripts save). It can run arbitrary code: only for files you "
+    "trust.",
+)
 
 
 @click.command("train")
@@ -103,6 +115,14 @@ def print_summary(metrics: dict, run_dir: Path) -> None:
     help="Continue a killed run in --run-dir from its checkpoints (saved every "
     "train.checkpoint_minutes); the config must be the one it started with (else exit 3).",
 )
+@click.option(
+    "--init-from",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Start every seed from a head checkpoint released by the head's authors (GDLT, "
+    "InterAQA, DAE; sets train.init_from; its sha256 goes to environment.json).",
+)
+@allow_unsafe_pickle_option
 @launcher_options(work="sweep")
 def train(
     config_paths: tuple[str, ...],
@@ -114,6 +134,8 @@ def train(
     folds: str | None,
     overwrite: bool,
     resume: bool,
+    init_from: str | None,
+    allow_unsafe_pickle: bool,
     launch: LaunchOptions,
 ) -> None:
     """Train a head on cached features for every fold and seed, then evaluate it.
@@ -125,7 +147,11 @@ def train(
     from aqa_pipeline.train.config import load_train_config
     from aqa_pipeline.train.runner import run_training
 
+    if init_from:
+        overrides = (*overrides, f"train.init_from={json.dumps(str(Path(init_from).resolve()))}")
     if len(config_paths) > 1 or folds or launch.launcher == "slurm":
+        if allow_unsafe_pickle:
+            raise click.UsageError("--allow-unsafe-pickle is for a single run")
         if resume or overwrite:
             raise click.UsageError(
                 "--resume and --overwrite are for a single run; a sweep rerun skips its "
@@ -138,5 +164,6 @@ def train(
         )  # fmt: skip
         click.get_current_context().exit(code)
     cfg = load_train_config(config_paths[0], overrides, seeds)
-    metrics = run_training(cfg, features, labels, Path(run_dir), resume=resume, overwrite=overwrite)
+    metrics = run_training(cfg, features, labels, Path(run_dir), resume=resume, overwrite=overwrite,
+                           allow_unsafe_pickle=allow_unsafe_pickle)  # fmt: skip
     print_summary(metrics, Path(run_dir))

@@ -18,7 +18,10 @@ Keys (every one optional except head.name; see aqa_pipeline/configs/train/*.yaml
     train.epochs, train.batch_size, train.amp (none|bf16), train.seed (first seed),
         train.seeds (a count or a list), train.threads (torch threads; null = leave as is),
         train.checkpoint_minutes (how often a run saves its state for `aqa train --resume`;
-        also saved at the end of every run; 0 = after every epoch)
+        also saved at the end of every run; 0 = after every epoch),
+        train.init_from (a head checkpoint released by the head's authors, e.g. GDLT's
+        .pkl: every seed starts from its weights instead of a seeded initialisation;
+        `aqa train --init-from FILE`; its sha256 is recorded in environment.json)
     eval.val_fraction: share of train held out (per seed, seeded) to pick the epoch for the
         `val` protocol; 0 disables it. eval.bootstrap: resamples for the 95% interval.
     eval.calibrate_sigma: for heads with sigma, scale each seed's sigma by the factor that
@@ -95,6 +98,7 @@ class TrainSection(Section):
     seeds: list[int] | PositiveInt = Field(1, validate_default=True)
     threads: PositiveInt | None = None
     checkpoint_minutes: NonNegativeFloat = 5.0
+    init_from: str | None = None
 
     @field_validator("seeds")
     @classmethod

@@ -31,9 +31,19 @@ DAELoss = Literal["stable", "v1", "likelihood"]  # the `loss` option of dae, dae
 DAE_LOSSES: tuple[str, ...] = get_args(DAELoss)
 
 
+def dae_stable_terms(sample: Tensor, mu: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """The authors' two terms: "reconstruction" sum (y - g)^2 and "support" sum (mu - g)^2
+    (sums over every element)."""
+    return {
+        "reconstruction": (sample - target).square().sum(),
+        "support": (mu - target).square().sum(),
+    }
+
+
 def dae_stable_loss(sample: Tensor, mu: Tensor, target: Tensor) -> Tensor:
     """sum (y - g)^2 + sum (mu - g)^2 (sums over every element)."""
-    return (sample - target).square().sum() + (mu - target).square().sum()
+    terms = dae_stable_terms(sample, mu, target)
+    return terms["reconstruction"] + terms["support"]
 
 
 def dae_v1_loss(

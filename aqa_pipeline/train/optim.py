@@ -17,10 +17,11 @@ def build_optimizer(params: Iterable[Tensor], optim: OptimSection) -> torch.opti
     per-seed update."""
     params = list(params)
     lr, wd, name = optim.lr, optim.weight_decay, optim.name
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=optim.momentum, weight_decay=wd)
-    # fused kernels: one pass over all tensors per step (CPU and CUDA, float32)
+    # fused kernels: one pass over all tensors per step (CPU and CUDA, float32); the same
+    # elementwise update as the per-tensor loop the authors' code runs
     fused = all(p.dtype == torch.float32 for p in params)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=optim.momentum, weight_decay=wd, fused=fused)
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
     return cls(params, lr=lr, weight_decay=wd, fused=fused)
 

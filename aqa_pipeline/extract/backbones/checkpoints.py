@@ -115,7 +115,7 @@ def read_checkpoint(
             f"{path}: sha256 {sha256[:12]}... does not start with {sha256_prefix}: the file is "
             "corrupt or not the published one"
         )
-    obj = _torch_load(path, allow_unsafe_pickle)
+    obj = torch_load(path, allow_unsafe_pickle)
     layout, state_dict = detect_layout(obj, path)
     return Checkpoint(
         path=path.resolve(),
@@ -132,7 +132,7 @@ def _looks_like_torch_file(path: Path) -> bool:
     return head == _LEGACY_TORCH_MAGIC or zipfile.is_zipfile(path)
 
 
-def _torch_load(path: Path, allow_unsafe_pickle: bool) -> object:
+def torch_load(path: Path, allow_unsafe_pickle: bool) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -17,8 +17,10 @@ and where the labels have them "difficulty" (B,), "judges" (B, J) and "subscores
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 from pydantic import ConfigDict
 from torch import Tensor, nn
 
@@ -42,11 +44,15 @@ class Head(nn.Module):
             Heads that leave it False are trained seed after seed in one process.
         requires: label fields the head needs in `batch` ("difficulty", "judges",
             "subscores", "class_id"); the loop checks the labels provide them.
+        authors_layout: how the head's authors named and shaped its state (an
+            `AuthorsLayout`, aqa_pipeline.train.heads.authors), for heads whose released
+            checkpoints can be loaded; None otherwise.
     """
 
     Options: ClassVar[type[HeadOptions]] = HeadOptions
     input_kind: ClassVar[str] = "video"
     batch_seeds: ClassVar[bool] = False
+    authors_layout: ClassVar[Any] = None
     requires: tuple[str, ...] = ()  # heads whose needs depend on options set it in __init__
 
     def __init__(self, options: HeadOptions | dict[str, Any] | None = None, **kw: Any):
@@ -73,6 +79,19 @@ class Head(nn.Module):
     def loss(self, out: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
         """Scalar training loss of one batch."""
         raise NotImplementedError
+
+    def loss_terms(self, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The loss's named scalar terms, with "total" (= `loss`). Heads whose loss has
+        several terms list them (e.g. gdlt: mse, triplet)."""
+        return {"total": self.loss(out, batch)}
+
+    def normal(self, name: str, shape: Sequence[int], std: float, like: Tensor) -> Tensor:
+        """N(0, std^2) draws of `shape` in like's dtype and device. Every random tensor a
+        head's forward or loss uses (dropout aside) is drawn here, under a `name` (interaqa:
+        "query", "pred"; dae: "eps"), so a test can inject the authors' own draws
+        (tests/test_head_parity.py replaces this method on the instance)."""
+        draw = torch.randn(tuple(shape), dtype=like.dtype, device=like.device)
+        return draw if std == 1 else draw * std
 
     def predict(self, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor | None]:
         """The reported prediction (normalised units): "score" (B,) and "sigma" (B,) or None."""

@@ -125,7 +125,9 @@ class FastDropout(nn.Dropout):
         draws = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
         bits = draws.view(torch.int16)[:n].view(x.shape)
         keep = bits >= round(self.p * 65536) - 32768
-        return x * keep * (1.0 / (1.0 - self.p))
+        # the scaled mask once, then one product forward and one backward (half the time
+        # of x * keep * scale, which multiplied twice each way)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 def use_fast_dropout(module: nn.Module) -> nn.Module:

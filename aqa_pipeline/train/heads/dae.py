@@ -16,10 +16,11 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from aqa_pipeline.train.heads.authors import AuthorsLayout
 from aqa_pipeline.train.heads.base import Head, HeadOptions
 from aqa_pipeline.train.heads.common import Dense, Hidden, mlp_trunk
 from aqa_pipeline.train.heads.registry import register_head
-from aqa_pipeline.train.losses import DAELoss, dae_loss
+from aqa_pipeline.train.losses import DAELoss, dae_loss, dae_stable_terms
 
 Prediction = Literal["mean", "sample"]
 PREDICTIONS: tuple[str, ...] = get_args(Prediction)
@@ -67,29 +68,51 @@ class DAELossOptions(HeadOptions):
 
 
 class GaussianOutput(nn.Module):
-    """Two parallel Linear(width, n): mu (..., n) and logvar (..., n), plus a sample."""
+    """Two parallel Linear(width, n): mu (..., n) and logvar (..., n), plus a sample
+    y = mu + sigma * eps with eps (..., n) given, or drawn N(0, 1) when None."""
 
     def __init__(self, width: int, n: int = 1):
         super().__init__()
         self.mu = Dense(width, n)
         self.logvar = Dense(width, n)
 
-    def forward(self, h: Tensor) -> dict[str, Tensor]:
+    def forward(self, h: Tensor, eps: Tensor | None = None) -> dict[str, Tensor]:
         mu, logvar = self.mu(h), self.logvar(h)
         sigma = torch.exp(0.5 * logvar)
         return {
             "mu": mu,
             "logvar": logvar,
             "sigma": sigma,
-            "sample": mu + sigma * torch.randn_like(mu),
+            "sample": mu + sigma * (torch.randn_like(mu) if eps is None else eps),
         }
+
+
+# The authors' models.py DAE: fc1 Linear(1024, 256), fch Linear(256, 128), fc2_mean and
+# fc2_logvar Linear(128, 1); their DAE.py saves {'epoch', 'i3d', 'dae', 'optimizer', 'rho_best'}.
+AUTHORS_LAYOUT = AuthorsLayout(
+    name="dae_infox",
+    source="github.com/InfoX-SEU/DAE_AQA models.py DAE (hidden 256, 128)",
+    rules=(
+        (r"^trunk\.0\.", "fc1."),
+        (r"^trunk\.2\.", "fch."),
+        (r"^gauss\.mu\.", "fc2_mean."),
+        (r"^gauss\.logvar\.", "fc2_logvar."),
+    ),
+    convert={r".*\.weight": "transposed"},
+    parts={"": ("dae",)},
+)
 
 
 @register_head("dae")
 class DAEHead(Head):
-    """x (B, D) -> mu, logvar, sigma, sample (B,); score = mu."""
+    """x (B, D) -> mu, logvar, sigma, sample (B,); score = mu.
+
+    The sample's N(0, 1) draw is `normal("eps", ...)`, shaped (B, 1) like the authors'
+    `torch.randn(*mu.size())`. Their checkpoints load through `AUTHORS_LAYOUT` (hidden
+    (256, 128) only, their architecture)."""
 
     batch_seeds = True
+    authors_layout = AUTHORS_LAYOUT
 
     class Options(DAELossOptions):
         hidden: Hidden = (256, 128)
@@ -101,7 +124,9 @@ class DAEHead(Head):
         self.gauss = GaussianOutput(o.hidden[-1] if o.hidden else in_dim)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
-        out = {k: v.squeeze(-1) for k, v in self.gauss(self.trunk(x)).items()}
+        h = self.trunk(x)
+        eps = self.normal("eps", (*h.shape[:-1], 1), 1.0, h)
+        out = {k: v.squeeze(-1) for k, v in self.gauss(h, eps).items()}
         out["score"] = out["mu"]
         return out
 
@@ -109,6 +134,14 @@ class DAEHead(Head):
         return self.opts.loss_value(
             out["sample"], out["mu"], out["logvar"], batch["target"], batch.get("epoch", 0)
         )
+
+    def loss_terms(self, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The terms: with loss "stable", "reconstruction" sum (y - g)^2 and "support"
+        sum (mu - g)^2; the other losses: "total" only."""
+        terms = {"total": self.loss(out, batch)}
+        if self.opts.loss == "stable":
+            terms.update(dae_stable_terms(out["sample"], out["mu"], batch["target"]))
+        return terms
 
     def predict(self, out: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor | None]:
         score = out["sample"] if self.opts.predict == "sample" else out["mu"]

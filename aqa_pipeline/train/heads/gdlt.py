@@ -9,11 +9,18 @@ Likert sum  sum_i v_i * sigmoid(s_i) / sum_j sigmoid(s_j)  with v = linspace(0, 
 Loss: MSE + alpha * batch-hard triplet loss with cosine distance on the decoded queries,
 labelled by grade index (alpha 1.0 RG, 0.5 Fis-V; margin 1.0).
 
-Padding: x is (B, T, D) with mask (B, T), True = real clip. Batch-norm statistics are taken
-over the real clips only, and the encoder and the decoder's cross-attention never attend to
-padding, so a whole program can be scored in a padded batch (the authors test one video at a
-time). Interpretability: the grade queries' cross-attention over the clips in the last
-decoder layer splits the score exactly into clip weights c_t = sum_i p_i A_it and clip scores
+Padding: x is (B, T, D) with mask (B, T), True = real clip. In eval mode, and in training
+with `padding: mask`, batch-norm statistics are taken over the real clips only, and the
+encoder and the decoder's cross-attention never attend to padding, so a whole program can be
+scored in a padded batch (the authors test one video at a time: the same numbers).
+`padding: zeros` (the default, the authors' training) treats the clips a training video is
+padded with (up to data.clip_num) as zero features the model sees: the authors' RGDataset
+zero-pads short videos to clip_num and their model has no mask, so in training the zeros
+enter the batch-norm statistics and are attended to. It changes nothing when every training
+video has at least clip_num clips (Fis-V at 124).
+
+Interpretability: the grade queries' cross-attention over the clips in the last decoder
+layer splits the score exactly into clip weights c_t = sum_i p_i A_it and clip scores
 sum_i p_i v_i A_it / c_t, with sum_t c_t * clip_score_t = score.
 
 `score_dist` (not in the paper; the `ScoreDist` section shared with InterAQA): kind "dae"
@@ -26,13 +33,14 @@ the plain form, diverged within 3 epochs on Fis-V TES under GDLT's SGD at lr 1e-
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import Tensor, nn
 
+from aqa_pipeline.train.heads.authors import AuthorsLayout
 from aqa_pipeline.train.heads.base import Head
 from aqa_pipeline.train.heads.common import ScoreDistOptions, use_fast_dropout
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
@@ -80,17 +88,48 @@ class PostNormDecoderLayer(DecoderLayerParts):
         return q, weights
 
 
+# The authors' models/model.py GDLT: in_proj = Sequential(Conv1d, BatchNorm1d, ReLU, Conv1d,
+# BatchNorm1d), transformer = their copy of nn.Transformer, prototype = the grade queries.
+AUTHORS_LAYOUT = AuthorsLayout(
+    name="gdlt_xuangch",
+    source="github.com/xuangch/CVPR22_GDLT models/model.py GDLT",
+    rules=(
+        (r"^proj1\.", "in_proj.0."),
+        (r"^bn1\.", "in_proj.1."),
+        (r"^proj2\.", "in_proj.3."),
+        (r"^bn2\.", "in_proj.4."),
+        (r"^encoder\.(\d+)\.", r"transformer.encoder.layers.\1."),
+        (r"^encoder_norm\.", "transformer.encoder.norm."),
+        (r"^decoder\.(\d+)\.cross_attn\.", r"transformer.decoder.layers.\1.multihead_attn."),
+        (r"^decoder\.(\d+)\.ffn\.0\.", r"transformer.decoder.layers.\1.linear1."),
+        (r"^decoder\.(\d+)\.ffn\.3\.", r"transformer.decoder.layers.\1.linear2."),
+        (r"^decoder\.(\d+)\.", r"transformer.decoder.layers.\1."),
+        (r"^decoder_norm\.", "transformer.decoder.norm."),
+        (r"^grade_queries\.", "prototype."),
+        (r"^regressor\.", "regressor."),
+    ),
+    convert={r"proj[12]\.weight": "kernel1"},
+)
+
+
 @register_head("gdlt")
 class GDLT(Head):
     """GDLT head on clip sequences: x (B, T, D), mask (B, T) -> score (B,) in [0, 1]."""
 
     input_kind = "clips"
+    authors_layout = AUTHORS_LAYOUT
 
     class Options(ScoreDistOptions):
         """hidden_dim: d of the transformer (divisible by num_heads); ffn_dim: its FFN width
         (None: 3 * hidden_dim); num_grades: G >= 2 grade queries; dropout: in [0, 1);
-        alpha: the triplet loss's weight (0: MSE alone); margin: its margin; score_dist:
-        `ScoreDist` (a string is its kind)."""
+        alpha: the triplet loss's weight (0: MSE alone); margin: its margin; padding:
+        "zeros" (the authors': training pads are zero clips the model sees) or "mask"
+        (training ignores them too); score_dist: `ScoreDist` (a string is its kind).
+
+        Departures from the authors' model, all without effect on the numbers: Linear for
+        their kernel-1 Conv1d, and dropout masks drawn 4 per random 64-bit word (p rounded
+        to a multiple of 2^-16, `FastDropout`). Their checkpoints load through
+        `AUTHORS_LAYOUT`."""
 
         hidden_dim: PositiveInt = 256
         num_heads: PositiveInt = 1
@@ -101,6 +140,7 @@ class GDLT(Head):
         dropout: float = Field(0.7, ge=0, lt=1)
         alpha: float = Field(0.5, ge=0)
         margin: float = Field(1.0, ge=0)
+        padding: Literal["zeros", "mask"] = "zeros"
 
         @model_validator(mode="after")
         def _heads_divide_dim(self) -> GDLT.Options:
@@ -116,7 +156,7 @@ class GDLT(Head):
         o = self.opts
         hidden_dim, num_heads, num_grades = o.hidden_dim, o.num_heads, o.num_grades
         ffn_dim, dropout = o.ffn_dim or 3 * hidden_dim, o.dropout
-        self.alpha, self.margin = o.alpha, o.margin
+        self.alpha, self.margin, self.padding = o.alpha, o.margin, o.padding
         self.score_dist = o.score_dist
 
         self.proj1 = nn.Linear(in_dim, in_dim // 2)
@@ -149,6 +189,10 @@ class GDLT(Head):
         """x (B, T, D) clip features, mask (B, T) bool True = real clip."""
         x = x.float() if x.dtype in (torch.float16, torch.float64) else x
         b = x.shape[0]
+        if mask is not None and self.training and self.padding == "zeros":
+            if not bool(mask.all()):  # the authors' zero-padded clips, not masked
+                x = x * mask[..., None].to(x.dtype)
+            mask = None
         if mask is not None and bool(mask.all()):
             mask = None
         pad = None if mask is None else ~mask
@@ -184,16 +228,21 @@ class GDLT(Head):
 
     def loss(self, out: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
         """MSE (or the DAE likelihood) + alpha * hardest-triplet loss over the grade queries."""
+        return self.loss_terms(out, batch)["total"]
+
+    def loss_terms(self, out: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The terms: "mse" (or "likelihood" with score_dist dae), "triplet" (when alpha > 0)
+        and "total" = main + alpha * triplet."""
         target = batch["target"].float()
         if self.score_dist.dae:
-            main = self.score_dist.loss_value(out["score"], out["logvar"], target)
+            terms = {"likelihood": self.score_dist.loss_value(out["score"], out["logvar"], target)}
         else:
-            main = F.mse_loss(out["score"], target)
+            terms = {"mse": F.mse_loss(out["score"], target)}
+        main = next(iter(terms.values()))
         if self.alpha == 0:
-            return main
+            return {**terms, "total": main}
         embed = out["embed"]
         b, g, d = embed.shape
         labels = torch.arange(g, device=embed.device).repeat(b)
-        return main + self.alpha * hardest_triplet_loss(
-            embed.reshape(b * g, d), labels, self.margin
-        )
+        terms["triplet"] = hardest_triplet_loss(embed.reshape(b * g, d), labels, self.margin)
+        return {**terms, "total": main + self.alpha * terms["triplet"]}

@@ -19,8 +19,22 @@ option:
   and drop the residual input; `"standard"` is x + dropout(a).
 - `pred_noise=0.05`: N(0, 0.05) noise added to the predictions inside the loss (their
   RG and Fis-V setting).
+- `padding="zeros"`: a video shorter than the crop is zero-padded and the padding is not
+  masked (the authors' Fisv_Dataset pads to 136 clips at train and test, and TQN passes no
+  mask): every query, the padded positions' included, is scored, attends to the zero clips
+  and enters the attention loss. `"mask"` leaves padding out of everything. "zeros" pads to
+  the batch's length, so use it with inputs cropped and padded to data.clip_num (their
+  protocol, `data.test_crop: crop`); scoring whole programs needs "mask".
 Two more quirks live in the training config: StepLR stepped per iteration
 (`schedule.per: iteration`) and a random crop at test (`data.test_crop: crop`).
+
+Departures from the authors' code, none of which changes a number: their TQN keeps an
+`nn.Embedding` of num_queries x D that the noise overwrites on every forward pass (it gets
+gradients and Adam updates it, but never reaches an output); with `query="noise"` there is
+no such parameter here, and its key in their checkpoints is ignored. The noise is drawn in
+their layout (Q, B, D), `normal("query", ...)`, and the prediction noise as
+`normal("pred", ...)` (one draw of B; theirs draws twice and keeps the second). Their
+checkpoints load through `authors_layout` (`neck.*` and `head.*` keys).
 
 `preset="clean"` fixes what is wrong: one learned query vector plus the sinusoid (no noise,
 so test predictions are deterministic and any length can be scored), the standard residual,
@@ -50,6 +64,7 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from aqa_pipeline.errors import AqaError
+from aqa_pipeline.train.heads.authors import AuthorsLayout
 from aqa_pipeline.train.heads.base import Head
 from aqa_pipeline.train.heads.common import ScoreDistOptions, use_fast_dropout
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
@@ -58,18 +73,72 @@ from aqa_pipeline.train.losses_longform import attention_gram_kl
 
 Query = Literal["noise", "learned", "shared"]
 Residual = Literal["dropped", "standard"]
+Padding = Literal["zeros", "mask"]
 # what query, pos_adds_query0 and self_attn_residual are when the config leaves them out
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "query": "noise",
         "pos_adds_query0": True,
         "self_attn_residual": "dropped",
+        "padding": "zeros",
     },
     "clean": {
         "query": "shared",
         "pos_adds_query0": False,
         "self_attn_residual": "standard",
+        "padding": "mask",
     },
+}
+
+# The authors' TQN neck (models/neck/TQN.py, its decoder from models/neck/transformer.py) and
+# Evaluator_weighted head, as their run.py saves them: {'neck': ..., 'head': ...} (load_from
+# reads 'evaluator'), each from nn.DataParallel (`module.` prefixes).
+_AUTHORS_RULES = (
+    (r"^layers\.(\d+)\.cross_attn\.", r"neck.decoder.layers.\1.multihead_attn."),
+    (r"^layers\.(\d+)\.ffn\.0\.", r"neck.decoder.layers.\1.linear1."),
+    (r"^layers\.(\d+)\.ffn\.3\.", r"neck.decoder.layers.\1.linear2."),
+    (r"^layers\.(\d+)\.", r"neck.decoder.layers.\1."),
+    (r"^norm\.", "neck.decoder.norm."),
+    (r"^pe$", "neck.pos_encoder.pe"),
+    (r"^score_mlp\.0\.", "head.layer1_mean."),
+    (r"^score_mlp\.2\.", "head.layer2_mean."),
+    (r"^score_mlp\.4\.", "head.layer3_mean."),
+    (r"^weight_mlp\.0\.", "head.layer1_weight."),
+    (r"^weight_mlp\.2\.", "head.layer2_weight."),
+    (r"^weight_mlp\.4\.", "head.layer3_weight."),
+)
+_AUTHORS_COMMON = {
+    "source": "github.com/dx199771/Interpretability-AQA models/neck/TQN.py TQN + "
+    "models/head/evaluator.py Evaluator_weighted",
+    "convert": {r"pe|query_embed": "rows"},
+    "parts": {"neck.": ("neck",), "head.": ("head", "evaluator")},
+}
+AUTHORS_LAYOUTS = {
+    # query_var == 1: their query embedding is used, and is our learned query table
+    "learned": AuthorsLayout(
+        name="interaqa_dx199771",
+        rules=(*_AUTHORS_RULES, (r"^query_embed$", "neck.query_embed.weight")),
+        **_AUTHORS_COMMON,
+    ),
+    # query_var != 1 (every config of theirs): the noise overwrites it on every forward pass
+    "noise": AuthorsLayout(
+        name="interaqa_dx199771",
+        rules=_AUTHORS_RULES,
+        unused={
+            r"neck\.query_embed\.weight": "overwritten by the query noise on every "
+            "forward pass (query_var != 1)"
+        },
+        **_AUTHORS_COMMON,
+    ),
+    "shared": AuthorsLayout(
+        name="interaqa_dx199771",
+        rules=_AUTHORS_RULES,
+        unused={
+            r"neck\.query_embed\.weight": "a table per query position; this head "
+            "(query: shared) learns one vector"
+        },
+        **_AUTHORS_COMMON,
+    ),
 }
 
 
@@ -138,8 +207,9 @@ class InterAQA(Head):
     input_kind = "clips"
 
     class Options(ScoreDistOptions):
-        """preset: "paper" or "clean", the defaults of query, pos_adds_query0 and
-        self_attn_residual (None = the preset's; see the module docstring and PRESETS).
+        """preset: "paper" or "clean", the defaults of query, pos_adds_query0,
+        self_attn_residual and padding (None = the preset's; see the module docstring and
+        PRESETS: "paper" is the authors' code, quirks included, "clean" fixes them).
         query_var: the noise queries' std; max_queries: the longest clip sequence;
         attn_loss_weight: the attention loss's weight; pred_noise: the std of the noise on
         the predictions in the loss; dropout: in [0, 1); score_dist: `ScoreDist` (a string
@@ -155,11 +225,13 @@ class InterAQA(Head):
         max_queries: PositiveInt = 1024
         pos_adds_query0: bool | None = None
         self_attn_residual: Residual | None = None
+        padding: Padding | None = None
         attn_loss_weight: float = Field(1.0, ge=0)
         pred_noise: float = Field(0.05, ge=0)
 
         def resolved(self, key: str) -> Any:
-            """query, pos_adds_query0 or self_attn_residual: as given, else the preset's."""
+            """query, pos_adds_query0, self_attn_residual or padding: as given, else the
+            preset's."""
             value = getattr(self, key)
             return PRESETS[self.preset][key] if value is None else value
 
@@ -172,6 +244,7 @@ class InterAQA(Head):
             )
         self.query = o.resolved("query")
         self.pos_adds_query0 = bool(o.resolved("pos_adds_query0"))
+        self.padding = o.resolved("padding")
         self.query_var = o.query_var
         self.max_queries = o.max_queries
         self.attn_loss_weight = o.attn_loss_weight
@@ -204,9 +277,9 @@ class InterAQA(Head):
                 "raise head.max_queries or crop (data.clip_num)"
             )
         pe = self.pe[:length].to(like.dtype)[None]
-        if self.query == "noise":
-            tgt = torch.randn(batch, length, like.shape[-1], dtype=like.dtype, device=like.device)
-            tgt = tgt * self.query_var
+        if self.query == "noise":  # drawn (Q, B, D) like the authors' query table
+            tgt = self.normal("query", (length, batch, like.shape[-1]), self.query_var, like)
+            tgt = tgt.transpose(0, 1)
         elif self.query == "learned":
             tgt = self.query_embed[:length][None]
         else:
@@ -218,6 +291,10 @@ class InterAQA(Head):
         """x (B, T, D) clip features, mask (B, T) bool True = real clip."""
         x = x.float() if x.dtype in (torch.float16, torch.float64) else x
         b, t, _ = x.shape
+        if mask is not None and self.padding == "zeros":
+            if not bool(mask.all()):  # the authors' zero-padded clips, not masked
+                x = x * mask[..., None].to(x.dtype)
+            mask = None
         pad = None if mask is None or bool(mask.all()) else ~mask
         tgt, pos = self._queries(b, t, x)
         out, self_outs, cross_outs = tgt, [], []
@@ -247,20 +324,31 @@ class InterAQA(Head):
             result["sigma"] = torch.exp(0.5 * logvar)
         return result
 
+    @property
+    def authors_layout(self) -> AuthorsLayout:  # type: ignore[override]
+        """The authors' key layout for this head's query kind (`AUTHORS_LAYOUTS`)."""
+        return AUTHORS_LAYOUTS[self.query]
+
     def loss(self, out: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
         """MSE (or the DAE likelihood) on the score + attn_loss_weight * attention loss."""
+        return self.loss_terms(out, batch)["total"]
+
+    def loss_terms(self, out: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The terms: "mse" of the prediction plus its training noise (or "likelihood" with
+        score_dist dae), "attention" (summed over layers) and "attention_<layer>" (when
+        attn_loss_weight > 0), and "total" = main + attn_loss_weight * attention."""
         target = batch["target"].float()
         pred = out["score"]
         if self.training and self.pred_noise > 0:
-            pred = pred + torch.randn_like(pred) * self.pred_noise
+            pred = pred + self.normal("pred", pred.shape, self.pred_noise, pred)
         if self.score_dist.dae:
-            main = self.score_dist.loss_value(pred, out["logvar"], target)
+            terms = {"likelihood": self.score_dist.loss_value(pred, out["logvar"], target)}
         else:
-            main = F.mse_loss(pred, target)
+            terms = {"mse": F.mse_loss(pred, target)}
+        main = next(iter(terms.values()))
         if self.attn_loss_weight == 0:
-            return main
-        attn = sum(
-            attention_gram_kl(a_s, a_c, out.get("mask"))
-            for a_s, a_c in zip(out["self_attn"], out["cross_attn"], strict=True)
-        )
-        return main + self.attn_loss_weight * attn
+            return {**terms, "total": main}
+        for i, (a_s, a_c) in enumerate(zip(out["self_attn"], out["cross_attn"], strict=True)):
+            terms[f"attention_{i}"] = attention_gram_kl(a_s, a_c, out.get("mask"))
+        terms["attention"] = sum(terms[f"attention_{i}"] for i in range(len(out["self_attn"])))
+        return {**terms, "total": main + self.attn_loss_weight * terms["attention"]}
