@@ -29,4 +29,4 @@ def test_local_sweep_of_two_configs_and_two_seeds(tmp_path):
     assert table.exit_code == 0
     assert "mlp" in table.output and "dae" in table.output and "spearman" in table.output
     res = CliRunner().invoke(main, ["evaluate"])
-    assert res.exit_code == 2 and "--run-dir or --sweep" in res.output
+    assert res.exit_code == 2 and "--run-dir, --sweep or --checkpoint" in res.output

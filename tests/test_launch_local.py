@@ -244,8 +244,17 @@ def test_tasks_per_gpu_return_results_and_errors(tmp_path):
     assert read_result(tmp_path / "logs", 3) == {"result": 3.0}
 
 
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt here and in the workers, even when the test session
+    inherited an ignored SIGINT (a shell starts background jobs so: `make test &`, nohup)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("how", ["Interrupted", "SIGINT"])
-def test_an_interrupted_worker_stops_the_run(tmp_path, how):
+def test_an_interrupted_worker_stops_the_run(tmp_path, how, sigint_raises):
     """The worker re-raises the interruption (its task is not recorded as failed, its next
     task does not run) and exits 130; the parent stops the other workers and raises."""
     first = (
@@ -265,7 +274,8 @@ def test_ctrl_c_in_the_parent_terminates_the_workers(tmp_path):
     """SIGINT to the parent only: it terminates its workers, waits for them and raises."""
     logs = tmp_path / "logs"
     script = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignored\n"
         "from aqa_pipeline.launch.local import run_per_gpu\n"
         "try:\n"
         f"    run_per_gpu([(time.sleep, 120)] * 2, ['0', '1'], {str(logs)!r}, progress=False)\n"
