@@ -314,3 +314,17 @@ def test_long_form_heads_share_one_score_dist_section():
         dae = build_head(name, 32, score_dist="dae", **small[name])
         assert plain.score_dist == ScoreDist() and dae.score_dist.dae
         assert "sigma" not in plain(torch.randn(2, 5, 32)) and "sigma" in dae(torch.randn(2, 5, 32))
+
+
+def test_has_sigma_says_whether_predict_reports_one():
+    """eval.calibrate_sigma relies on it (train/fold.py) to add its reference rows."""
+    x = torch.randn(4, 16)
+    for name, opts, want in [("dae", {}, True), ("mlp", {}, False), ("usdl", {}, True)]:
+        head = build_head(name, 16, **opts)
+        assert head.has_sigma is want, name
+        head.eval()
+        pred = head.predict(head(x), {"difficulty": torch.ones(4)})
+        assert (pred.get("sigma") is not None) is want, name
+    assert not build_head("gdlt", 16).has_sigma
+    assert build_head("gdlt", 16, score_dist="dae").has_sigma
+    assert build_head("interaqa", 16, score_dist={"kind": "dae"}).has_sigma

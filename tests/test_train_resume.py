@@ -23,7 +23,8 @@ class Killed(Exception):
 
 def kill_after(monkeypatch, calls: int) -> None:
     """Make the epoch loop die at its `calls`-th Spearman (one per seed per epoch and
-    evaluation set: the validation run has two, val and the calibration's reference rows)."""
+    evaluation set: a head with sigma's validation run has two, val and the calibration's
+    reference rows)."""
     real = loop.spearman
     count = {"n": 0}
 
@@ -74,7 +75,7 @@ def test_resume_refuses_another_config_and_a_fresh_run_drops_old_checkpoints(tmp
     labels = f"csv:{write_labels(tmp_path / 'l.csv', scores)}"
     cfg = config("mlp", epochs=4, train={"checkpoint_minutes": 0})
     run = tmp_path / "run"
-    kill_after(monkeypatch, 2 * 4 + 2)
+    kill_after(monkeypatch, 4 + 2)
     with pytest.raises(Killed):
         run_training(cfg, cache, labels, run, seeds=1)
     monkeypatch.undo()
@@ -96,7 +97,7 @@ def test_resume_refuses_another_config_and_a_fresh_run_drops_old_checkpoints(tmp
     finished = (run / "predictions.csv").read_text()
     with pytest.raises(AqaError, match="already holds a run"):  # refused, nothing touched
         run_training(cfg, cache, labels, run, seeds=1)
-    kill_after(monkeypatch, 2 * 4 + 2)
+    kill_after(monkeypatch, 4 + 2)
     with pytest.raises(Killed):
         run_training(cfg, cache, labels, run, seeds=1, overwrite=True)
     monkeypatch.undo()
@@ -111,7 +112,7 @@ def test_a_requeued_sweep_run_continues_from_its_checkpoints(tmp_path, monkeypat
     cfg = config("mlp", epochs=4, train={"checkpoint_minutes": 0})
     run = SweepRun("mlp-seed3", "c.yaml", cfg, 3, None, tmp_path / "sweep/runs/mlp-seed3")
     whole = run_training(cfg, cache, labels, tmp_path / "whole", seeds=[3])
-    kill_after(monkeypatch, 2 * 4 + 2)
+    kill_after(monkeypatch, 4 + 2)
     with pytest.raises(Killed):
         TrainRun()(run, cache, labels)
     monkeypatch.undo()
@@ -125,7 +126,7 @@ def test_a_corrupt_checkpoint_is_named_and_nothing_else_is_lost(tmp_path, monkey
     labels = f"csv:{write_labels(tmp_path / 'l.csv', scores)}"
     cfg = config("mlp", epochs=4, train={"checkpoint_minutes": 0})
     run = tmp_path / "run"
-    kill_after(monkeypatch, 2 * 4 + 2)
+    kill_after(monkeypatch, 4 + 2)
     with pytest.raises(Killed):
         run_training(cfg, cache, labels, run, seeds=1)
     monkeypatch.undo()

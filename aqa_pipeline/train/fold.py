@@ -235,7 +235,8 @@ def _val_epochs(
                                f"videos (< {SMALL_SPLIT}); the val protocol's epoch choice is "
                                "very uncertain")  # fmt: skip
     eval_sets = {"val": va}
-    if cfg.eval.calibrate_sigma:  # true, or "auto": whether the head has a sigma shows below
+    has_sigma = setup.make_head().has_sigma
+    if cfg.eval.calibrate_sigma and has_sigma:  # true, or "auto"
         eval_sets["ref"] = reference_rows(tr, fold_index)
     out = _run(setup, fold_index, fold, "val", tr, eval_sets, norm, result)[0]
     undefined = [seed for s, seed in enumerate(seeds) if np.isnan(out.spearman["val"][:, s]).all()]
@@ -246,10 +247,10 @@ def _val_epochs(
         return None
     epochs = [select_epoch(out.spearman["val"][:, s]) for s in range(len(seeds))]
     calibrate = cfg.eval.calibrate_sigma
-    if calibrate is True and "sigma" not in out.preds["val"]:
+    if calibrate is True and not has_sigma:
         log.warning("eval.calibrate_sigma: head %s has no sigma; nothing to calibrate",
                     cfg.head_name)  # fmt: skip
-    elif calibrate and "sigma" in out.preds["val"]:  # true, or "auto" with a sigma
+    elif calibrate and has_sigma:  # true, or "auto" with a sigma
         p, ref, last = out.preds["val"], out.preds["ref"]["sigma"], len(out.lr) - 1
         fitted_at = {"final": [last] * len(seeds), "val": epochs, "best_on_test": epochs}
         for protocol, at in fitted_at.items():

@@ -47,12 +47,15 @@ class Head(nn.Module):
         authors_layout: how the head's authors named and shaped its state (an
             `AuthorsLayout`, aqa_pipeline.train.heads.authors), for heads whose released
             checkpoints can be loaded; None otherwise.
+        reports_sigma: True when `predict` returns a sigma (heads where it depends on
+            the options override the `has_sigma` property instead).
     """
 
     Options: ClassVar[type[HeadOptions]] = HeadOptions
     input_kind: ClassVar[str] = "video"
     batch_seeds: ClassVar[bool] = False
     authors_layout: ClassVar[Any] = None
+    reports_sigma: ClassVar[bool] = False
     requires: tuple[str, ...] = ()  # heads whose needs depend on options set it in __init__
 
     def __init__(self, options: HeadOptions | dict[str, Any] | None = None, **kw: Any):
@@ -70,6 +73,11 @@ class Head(nn.Module):
         data.update(kw)
         return parse(cls.Options, data, f"head {getattr(cls, 'head_name', cls.__name__)}",
                      prefix="head.")  # fmt: skip
+
+    @property
+    def has_sigma(self) -> bool:
+        """Whether `predict` reports a sigma (what eval.calibrate_sigma calibrates)."""
+        return self.reports_sigma
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """Return at least "score" (B,); optionally "sigma" (B,), "clip_scores" (B, T),

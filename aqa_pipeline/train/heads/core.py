@@ -90,6 +90,8 @@ class CoReHead(PairHead):
 class DAECoReHead(PairHead):
     """Pairs -> a Gaussian on delta per exemplar; score = mixture mean (B,), before x DD."""
 
+    reports_sigma = True
+
     class Options(PairOptions, DAELossOptions):
         """PairOptions (hidden, difficulty) and DAELossOptions (loss, alpha, beta, predict)."""
 

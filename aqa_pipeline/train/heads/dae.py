@@ -111,6 +111,8 @@ class DAEHead(Head):
     `torch.randn(*mu.size())`. Their checkpoints load through `AUTHORS_LAYOUT` (hidden
     (256, 128) only, their architecture)."""
 
+    reports_sigma = True
+
     batch_seeds = True
     authors_layout = AUTHORS_LAYOUT
 

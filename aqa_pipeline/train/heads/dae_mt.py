@@ -32,6 +32,8 @@ class DAEMTHead(Head):
     """x (B, D) -> per-path mu, logvar, sigma, sample (B, P); score = combined mu (B,)
     before the difficulty multiplication, which `loss` and `predict` apply."""
 
+    reports_sigma = True
+
     batch_seeds = True
 
     class Options(DAELossOptions):

@@ -185,6 +185,10 @@ class GDLT(Head):
             self.logvar_head = nn.Linear(num_grades * hidden_dim, 1)
         use_fast_dropout(self)
 
+    @property
+    def has_sigma(self) -> bool:
+        return self.score_dist.dae
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """x (B, T, D) clip features, mask (B, T) bool True = real clip."""
         x = x.float() if x.dtype in (torch.float16, torch.float64) else x

@@ -287,6 +287,10 @@ class InterAQA(Head):
         pos = pe + tgt[:1] if self.pos_adds_query0 else pe
         return tgt.expand(batch, -1, -1), pos
 
+    @property
+    def has_sigma(self) -> bool:
+        return self.score_dist.dae
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
         """x (B, T, D) clip features, mask (B, T) bool True = real clip."""
         x = x.float() if x.dtype in (torch.float16, torch.float64) else x

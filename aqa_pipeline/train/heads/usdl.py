@@ -87,6 +87,8 @@ class ScoreBins:
 class USDLHead(Head):
     """x (B, D) -> log_probs (B, K); score (B,) before the difficulty multiplication."""
 
+    reports_sigma = True
+
     batch_seeds = True
 
     class Options(HeadOptions):
@@ -126,6 +128,8 @@ class USDLHead(Head):
 @register_head("musdl")
 class MUSDLHead(Head):
     """x (B, D) -> log_probs (B, P, K), one distribution per judge / sub-score."""
+
+    reports_sigma = True
 
     batch_seeds = True
 
