@@ -533,3 +533,22 @@ def test_weights_missing_from_the_file_are_refused(snapshots, tmp_path) -> None:
             build("vjepa2", weights=encoder_only).forward_features(x),
             build("vjepa2", weights=snapshots["vjepa2"]).forward_features(x),
         )
+
+
+def test_a_recipe_of_the_wrong_clip_size_is_refused_before_decoding(snapshots, frames, tmp_path):
+    model = build("videomae", weights=snapshots["videomae"])
+    model.check_input(FRAMES, (SIZE, SIZE))  # fits
+    with pytest.raises(AqaError, match=r"exactly 4 frames of 32x32"):
+        model.check_input(FRAMES, (SIZE - 8, SIZE - 8))
+    path = tmp_path / "crop.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "tiny_crop", "backbone": {"name": "videomae"},
+        "sampling": {"method": "consecutive", "clip_len": FRAMES},
+        "preprocess": {"crop": [SIZE - 8, SIZE - 8]},
+    }))  # fmt: skip
+    out = tmp_path / "c.h5"
+    res = aqa("extract", "--config", path, "--input", frames, "--output", out, "--weights",
+              snapshots["videomae"], "--workers", "0")  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert "clips of 4x24x24" in res.output and "sampling.clip_len=4" in res.output
+    assert "Traceback" not in res.output and not out.exists()

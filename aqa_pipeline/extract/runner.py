@@ -272,6 +272,9 @@ def run_extraction(job: ExtractJob, progress: bool | None = None) -> ExtractSumm
     clip_len = recipe.sampling.clip_len
     if clip_len < min_frames:
         raise AqaError(f"sampling.clip_len {clip_len} < {min_frames} frames the backbone needs")
+    size = recipe.preprocess.squash or recipe.preprocess.crop  # (H, W) of every clip, if fixed
+    if size is not None:
+        backbone.check_input(clip_len, tuple(size))  # before any decoding
     normalize, override = resolve_normalize(job, backbone)
     key_fields = key_fields_for(job, backbone, normalize, amp)
 

@@ -551,6 +551,9 @@ class HFVideoBackbone(Backbone):
             self.backbone_name, self.num_classes, self.categories, self.min_frames, self.min_size
         )
 
+    def check_input(self, frames: int, size: tuple[int, int]) -> None:
+        self._check(torch.empty((1, 3, frames, *size), device="meta"))
+
     def _too_small(self, x: torch.Tensor, needs: str, settings: str) -> AqaError:
         t, h, w = x.shape[2:]
         return AqaError(

@@ -90,6 +90,13 @@ class Backbone(nn.Module):
         None here: `build` identifies a checkpoint file with `match_weights`."""
         return None
 
+    def check_input(self, frames: int, size: tuple[int, int]) -> None:
+        """AqaError unless clips of `frames` frames of size (H, W) fit this network; the
+        runner calls it before decoding anything when the recipe fixes the clip size."""
+        spec = getattr(self, "spec", None)
+        check_clip(torch.empty((1, 3, frames, *size), device="meta"), type(self).__name__,
+                   getattr(spec, "min_frames", 1), getattr(spec, "min_size", 1))  # fmt: skip
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) normalised float clips -> (B, feature_dim) pooled features."""
         raise NotImplementedError
