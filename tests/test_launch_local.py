@@ -45,6 +45,7 @@ from aqa_pipeline.launch import LaunchOptions, launcher_options
 from aqa_pipeline.launch.local import (
     assign_shards,
     read_result,
+    run_here_or_in_pool,
     run_in_turn,
     run_per_gpu,
     visible_gpus,
@@ -298,6 +299,51 @@ def test_ctrl_c_in_the_parent_terminates_the_workers(tmp_path):
         parent.kill()
     assert parent.returncode == 130 and "stopped" in out
     for pid in pids:  # terminated and reaped by the parent
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_tasks_in_a_cpu_pool_return_results_in_order_and_errors():
+    """run_in_pool: results by task index whatever order they end in, a failing task's
+    error in its outcome, notify called once per task; one task runs here, in turn."""
+    tasks = [(time.sleep, 0.5), (math.sqrt, 16.0), (int, "x"), functools.partial(int, "7")]
+    seen: list[int] = []
+    outcomes = run_here_or_in_pool(tasks, 2, lambda k, o: seen.append(k))
+    assert [o.index for o in outcomes] == [0, 1, 2, 3] and sorted(seen) == [0, 1, 2, 3]
+    assert [outcomes[k].result for k in (0, 1, 3)] == [None, 4.0, 7]
+    assert outcomes[2].error.startswith("ValueError: invalid literal")
+    assert run_here_or_in_pool([(math.sqrt, 9.0)], 2, lambda k, o: None)[0].result == 3.0
+
+
+def test_ctrl_c_terminates_the_cpu_pool(tmp_path):
+    """SIGINT to the parent while pool workers sleep: it terminates them and raises."""
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignored\n"
+        "from aqa_pipeline.launch.local import run_in_pool\n"
+        "try:\n"
+        "    run_in_pool([(time.sleep, 120)] * 2, 2, lambda k, o: None)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped', flush=True)\n"
+        "    sys.exit(130)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        children: list[int] = []
+        end = time.monotonic() + 60
+        while len(children) < 2 and time.monotonic() < end:  # the two workers (spawned)
+            time.sleep(0.5)
+            found = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "spawn_main"],
+                                   capture_output=True, text=True).stdout.split()  # fmt: skip
+            children = [int(pid) for pid in found]
+        assert len(children) == 2, "the pool workers did not start"
+        time.sleep(1.0)  # let them pick up their tasks
+        parent.send_signal(signal.SIGINT)
+        out, _ = parent.communicate(timeout=30)
+    finally:
+        parent.kill()
+    assert parent.returncode == 130 and "stopped" in out
+    for pid in children:  # terminated and reaped by the parent
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 

@@ -1,5 +1,6 @@
-"""The local engine: tasks run in this process one after the other (`run_in_turn`), or in one
-worker process per GPU, each with its own CUDA_VISIBLE_DEVICES (`run_per_gpu`).
+"""The local engine: tasks run in this process one after the other (`run_in_turn`), in one
+worker process per GPU, each with its own CUDA_VISIBLE_DEVICES (`run_per_gpu`), or in a pool
+of CPU worker processes sharing the cores (`run_in_pool`; `run_here_or_in_pool` picks).
 
 A task is a picklable zero-argument callable, or a `(fn, arg)` pair meaning `fn(arg)`; what it
 returns is its `TaskOutcome.result`. The engine knows nothing of what the tasks do.
@@ -21,8 +22,10 @@ Run as a module (`python -m aqa_pipeline.launch.local WORK.pkl`) this file is th
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
@@ -74,6 +77,64 @@ def run_in_turn(tasks: Sequence[Task], *, stop_on_error: bool = False) -> list[T
             if stop_on_error:
                 raise
             outcomes.append(TaskOutcome(k, error=describe_error(exc)))
+    return outcomes
+
+
+Notify = Callable[[int, TaskOutcome], None]  # called as each task ends: (index, outcome)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a Slurm allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_in_pool(tasks: Sequence[Task], jobs: int, notify: Notify) -> list[TaskOutcome]:
+    """The tasks in `jobs` spawned worker processes, each with cores // jobs torch threads
+    (a task may still set its own); `notify` is called as each ends. A task's exception is
+    its outcome's error. On an interruption the workers are terminated and it propagates
+    (what the tasks saved is theirs to resume)."""
+    threads = max(1, available_cores() // jobs)
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    outcomes: dict[int, TaskOutcome] = {}
+    pool = multiprocessing.get_context("spawn").Pool(jobs, _set_torch_threads, (threads,))
+    try:
+        for k, task in enumerate(tasks):
+            pool.apply_async(call_task, (task,),
+                             callback=lambda result, k=k: done.put((k, result, None)),
+                             error_callback=lambda exc, k=k: done.put((k, None, exc)))  # fmt: skip
+        for _ in tasks:
+            k, result, exc = done.get()
+            outcomes[k] = TaskOutcome(k, error=describe_error(exc)) if exc else TaskOutcome(
+                k, result=result)  # fmt: skip
+            notify(k, outcomes[k])
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return [outcomes[k] for k in range(len(tasks))]
+
+
+def run_here_or_in_pool(tasks: Sequence[Task], jobs: int, notify: Notify) -> list[TaskOutcome]:
+    """In turn in this process (jobs=1 or a single task), else in a pool of `jobs` workers."""
+    if jobs > 1 and len(tasks) > 1:
+        return run_in_pool(tasks, min(jobs, len(tasks)), notify)
+    outcomes = []
+    for k, task in enumerate(tasks):
+        (outcome,) = run_in_turn([task])
+        outcome.index = k
+        notify(k, outcome)
+        outcomes.append(outcome)
     return outcomes
 
 

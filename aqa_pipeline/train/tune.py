@@ -47,11 +47,8 @@ import functools
 import hashlib
 import json
 import math
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -73,7 +70,7 @@ from aqa_pipeline.datasets import Fold, LabelSet, load_labels
 from aqa_pipeline.errors import AqaError
 from aqa_pipeline.features import FeatureSet, check_key
 from aqa_pipeline.launch import LaunchOptions, TaskOutcome, follow, make_executor, submit_array
-from aqa_pipeline.launch.local import describe_error, run_in_turn
+from aqa_pipeline.launch.local import run_here_or_in_pool
 from aqa_pipeline.results import rundir
 from aqa_pipeline.results.metrics import fisher_z_mean, spearman
 from aqa_pipeline.train.baseline import ridge_baseline
@@ -375,59 +372,6 @@ class TrialRun(Checkpointable):
         return DelayedSubmission(TrialRun(), trial, features, labels)
 
 
-Notify = Callable[[int, TaskOutcome], None]
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def run_pool(calls: Sequence[Callable[[], Any]], jobs: int, notify: Notify) -> list[TaskOutcome]:
-    """The calls in `jobs` spawned worker processes, each with cores // jobs torch threads
-    (a run's train.threads still wins); a call's exception is its outcome's error. On an
-    interruption the workers are stopped (their runs resume on a rerun)."""
-    threads = max(1, available_cores() // jobs)
-    pool = ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), _init_worker,
-                               (threads,))  # fmt: skip
-    outcomes: dict[int, TaskOutcome] = {}
-    try:
-        futures = {pool.submit(call): k for k, call in enumerate(calls)}
-        for future in as_completed(futures):
-            k, exc = futures[future], future.exception()
-            outcomes[k] = TaskOutcome(k, error=describe_error(exc)) if exc else TaskOutcome(
-                k, result=future.result())  # fmt: skip
-            notify(k, outcomes[k])
-    except BaseException:
-        for proc in list(getattr(pool, "_processes", {}).values()):  # no public way to stop them
-            proc.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return [outcomes[k] for k in range(len(calls))]
-
-
-def run_local(calls: Sequence[Callable[[], Any]], jobs: int, notify: Notify) -> list[TaskOutcome]:
-    """Here, in turn (jobs=1, in this process), or in `jobs` worker processes."""
-    if jobs > 1 and len(calls) > 1:
-        return run_pool(calls, min(jobs, len(calls)), notify)
-    outcomes = []
-    for k, call in enumerate(calls):
-        (outcome,) = run_in_turn([call])
-        outcome.index = k
-        notify(k, outcome)
-        outcomes.append(outcome)
-    return outcomes
-
-
 def _steps(trial: Trial) -> float:
     """A trial's relative cost (epochs / batch size: the rows are the same for all): the
     longest start first, so parallel workers end together."""
@@ -467,7 +411,7 @@ def run_trials(
         click.echo(f"trial {t.id} ({describe(t.shown)}): {state}")
 
     calls = [functools.partial(TrialRun(), t, plan.features, plan.cv) for t in todo]
-    return todo, run_local(calls, jobs, notify)
+    return todo, run_here_or_in_pool(calls, jobs, notify)
 
 
 # ---------------------------------------------------------------------------- results
