@@ -334,3 +334,18 @@ def test_clip_batches_crop_pad_and_mask(tmp_path):
         assert idx == list(range(idx[0], idx[0] + min(c, 3)))
     nocrop = ClipInputs(data, None, "none", "full").make(rows, True, rngs)
     assert nocrop["x"].shape[2] == max(counts)
+
+
+def test_crop_starts_all_or_as_the_authors(tmp_path):
+    """data.crop_starts: "all" draws every start 0..T - clip_num; "authors" never the last,
+    like GDLT's and InterAQA's np.random.randint(0, T - clip_num)."""
+    cache, scores = make_cache(tmp_path / "f.h5", n=4, dim=3, clips=(2, 6))
+    labels = load_labels(f"csv:{write_labels(tmp_path / 'l.csv', scores)}")
+    data = TrainData.build(read_features(cache), labels, 1.0, clips=True, cache="c")
+    longest = int(data.clip_count.argmax())
+    t = int(data.clip_count[longest])
+    rows = torch.full((1, 400), longest)
+    for mode, starts in (("all", set(range(t - 2))), ("authors", set(range(t - 3)))):
+        x = ClipInputs(data, 3, "random", "full", None, mode).make(
+            rows, True, [np.random.default_rng(0)])  # fmt: skip
+        assert set(x["clip_index"][0, :, 0].tolist()) == starts, mode

@@ -10,6 +10,9 @@ Keys (every one optional except head.name; see aqa_pipeline/configs/train/*.yaml
     label.scale: targets are divided by it for training, predictions multiplied back;
         a number or "auto" (the largest |score| in the training rows)
     data.clip_num, data.train_crop (random|none), data.test_crop (full|crop): clip heads
+    data.crop_starts: where a random crop may start in a video of T clips: "all" (default:
+        0..T - clip_num, each equally likely) or "authors" (0..T - clip_num - 1: GDLT's and
+        InterAQA's np.random.randint(0, T - clip_num) never draws the last start)
     data.exemplars: exemplars per test video for the contrastive heads (core, dae_core)
     data.standardize: z-score the features with the fold's training rows' mean and std
     optim.name (adam|adamw|sgd), optim.lr, optim.weight_decay, optim.momentum
@@ -70,6 +73,7 @@ class DataSection(Section):
     clip_num: PositiveInt | None = None
     train_crop: Literal["random", "none"] = "random"
     test_crop: Literal["full", "crop"] = "full"
+    crop_starts: Literal["all", "authors"] = "all"
     exemplars: PositiveInt = 10
     standardize: bool = False
 

@@ -4,7 +4,8 @@
 - `ClipInputs`: x (S, B, T, D), mask (S, B, T) True = real clip, clip_index (S, B, T)
   (position of the clip in its video, -1 for padding). Training: data.train_crop "random"
   crops videos longer than data.clip_num at a random start and zero-pads shorter ones to
-  clip_num; "none" pads to the longest in the batch. Testing: data.test_crop "full" scores
+  clip_num (data.crop_starts "authors": never at the last start, as their loaders); "none"
+  pads to the longest in the batch. Testing: data.test_crop "full" scores
   whole videos (padded to the longest in the batch); "crop" crops/pads to clip_num at a
   random start like the authors' InterAQA code (seeded, so repeatable).
 - `PairInputs`: x (S, B, M, 2D + 2) for the contrastive heads: each video with M exemplars
@@ -73,6 +74,7 @@ class ClipInputs:
         train_crop: str,
         test_crop: str,
         norm: FeatureNorm | None = None,
+        crop_starts: str = "all",
     ):
         assert data.clip_features is not None and data.clip_start is not None
         self.data = data
@@ -81,6 +83,8 @@ class ClipInputs:
         self.clip_num = int(clip_num) if clip_num else None
         self.train_crop, self.test_crop = train_crop, test_crop
         self.norm = norm
+        # "authors": the last start is never drawn (their randint(0, T - clip_num))
+        self.last_start = 0 if crop_starts == "authors" else 1
 
     def make(self, rows: Tensor, train: bool, rngs: list[np.random.Generator]) -> dict[str, Tensor]:
         data = self.data
@@ -91,7 +95,8 @@ class ClipInputs:
         if crop:
             length = np.minimum(counts, self.clip_num)
             u = np.stack([g.random(counts.shape[1]) for g in rngs])  # each seed its own draws
-            offset = (u * (counts - length + 1)).astype(np.int64)
+            starts = np.where(counts > length, counts - length + self.last_start, 1)
+            offset = (u * starts).astype(np.int64)
             t = self.clip_num
         else:
             length, offset, t = counts, np.zeros_like(counts), int(counts.max())

@@ -49,7 +49,7 @@ def make_inputs(
     if kind == "video":
         return VideoInputs(data, norm)
     if kind == "clips":
-        return ClipInputs(data, d.clip_num, d.train_crop, d.test_crop, norm)
+        return ClipInputs(data, d.clip_num, d.train_crop, d.test_crop, norm, d.crop_starts)
     if kind == "pairs":
         return PairInputs(data, pools, d.exemplars, norm)
     raise AqaError(f"unknown head input kind {kind!r}")
