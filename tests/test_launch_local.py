@@ -271,15 +271,15 @@ def test_an_interrupted_worker_stops_the_run(tmp_path, how, sigint_raises):
     assert "interrupted" in (logs / "gpu-0.log").read_text()
 
 
-def test_ctrl_c_in_the_parent_terminates_the_workers(tmp_path):
-    """SIGINT to the parent only: it terminates its workers, waits for them and raises."""
-    logs = tmp_path / "logs"
+def ctrl_c_stops_the_workers(call: str, worker_pids) -> None:
+    """Run `call` (two workers sleeping 120 s) in a child Python, SIGINT it alone once
+    worker_pids(parent_pid) finds both workers: it must terminate and reap them, exit 130."""
     script = (
         "import signal, sys, time\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignored\n"
-        "from aqa_pipeline.launch.local import run_per_gpu\n"
+        "from aqa_pipeline.launch.local import run_in_pool, run_per_gpu\n"
         "try:\n"
-        f"    run_per_gpu([(time.sleep, 120)] * 2, ['0', '1'], {str(logs)!r}, progress=False)\n"
+        f"    {call}\n"
         "except KeyboardInterrupt:\n"
         "    print('stopped', flush=True)\n"
         "    sys.exit(130)\n"
@@ -289,10 +289,10 @@ def test_ctrl_c_in_the_parent_terminates_the_workers(tmp_path):
         pids: list[int] = []
         end = time.monotonic() + 60
         while len(pids) < 2 and time.monotonic() < end:
-            time.sleep(0.2)
-            text = "".join(p.read_text() for p in logs.glob("gpu-*.log")) if logs.exists() else ""
-            pids = [int(pid) for pid in re.findall(r"worker pid (\d+)", text)]
+            time.sleep(0.3)
+            pids = worker_pids(parent.pid)
         assert len(pids) == 2, "the workers did not start"
+        time.sleep(1.0)  # let them pick up their tasks
         parent.send_signal(signal.SIGINT)
         out, _ = parent.communicate(timeout=30)
     finally:
@@ -301,6 +301,18 @@ def test_ctrl_c_in_the_parent_terminates_the_workers(tmp_path):
     for pid in pids:  # terminated and reaped by the parent
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_ctrl_c_in_the_parent_terminates_the_workers(tmp_path):
+    """SIGINT to the parent only: it terminates its workers, waits for them and raises."""
+    logs = tmp_path / "logs"
+
+    def worker_pids(_parent: int) -> list[int]:
+        text = "".join(p.read_text() for p in logs.glob("gpu-*.log")) if logs.exists() else ""
+        return [int(pid) for pid in re.findall(r"worker pid (\d+)", text)]
+
+    call = f"run_per_gpu([(time.sleep, 120)] * 2, ['0', '1'], {str(logs)!r}, progress=False)"
+    ctrl_c_stops_the_workers(call, worker_pids)
 
 
 def test_tasks_in_a_cpu_pool_return_results_in_order_and_errors():
@@ -315,37 +327,17 @@ def test_tasks_in_a_cpu_pool_return_results_in_order_and_errors():
     assert run_here_or_in_pool([(math.sqrt, 9.0)], 2, lambda k, o: None)[0].result == 3.0
 
 
-def test_ctrl_c_terminates_the_cpu_pool(tmp_path):
-    """SIGINT to the parent while pool workers sleep: it terminates them and raises."""
-    script = (
-        "import signal, sys, time\n"
-        "signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignored\n"
-        "from aqa_pipeline.launch.local import run_in_pool\n"
-        "try:\n"
-        "    run_in_pool([(time.sleep, 120)] * 2, 2, lambda k, o: None)\n"
-        "except KeyboardInterrupt:\n"
-        "    print('stopped', flush=True)\n"
-        "    sys.exit(130)\n"
+def test_ctrl_c_terminates_the_cpu_pool():
+    """The same for a pool of CPU workers (spawned: found by their command line)."""
+
+    def worker_pids(parent: int) -> list[int]:
+        found = subprocess.run(["pgrep", "-P", str(parent), "-f", "spawn_main"],
+                               capture_output=True, text=True).stdout.split()  # fmt: skip
+        return [int(pid) for pid in found]
+
+    ctrl_c_stops_the_workers(
+        "run_in_pool([(time.sleep, 120)] * 2, 2, lambda k, o: None)", worker_pids
     )
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        children: list[int] = []
-        end = time.monotonic() + 60
-        while len(children) < 2 and time.monotonic() < end:  # the two workers (spawned)
-            time.sleep(0.5)
-            found = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "spawn_main"],
-                                   capture_output=True, text=True).stdout.split()  # fmt: skip
-            children = [int(pid) for pid in found]
-        assert len(children) == 2, "the pool workers did not start"
-        time.sleep(1.0)  # let them pick up their tasks
-        parent.send_signal(signal.SIGINT)
-        out, _ = parent.communicate(timeout=30)
-    finally:
-        parent.kill()
-    assert parent.returncode == 130 and "stopped" in out
-    for pid in children:  # terminated and reaped by the parent
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
 
 
 # ---------------------------------------------------------------------------- extraction
