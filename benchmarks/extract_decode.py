@@ -8,6 +8,8 @@ frame, no conversion, FFmpeg's automatic threads), before and after, and prints
     ratio  = sampled frames/s / raw decode frames/s   (the issue's measure; dense recipes)
     time   = raw decode seconds / pipeline seconds    (the same when every frame is sampled;
                                                        the meaningful one for sparse recipes)
+    CPU    = the same two ratios in CPU seconds (the decode worker and the main process)
+             instead of seconds: what sets the ratios when other jobs share the cores
 
 and, for reference, the previous path (PIL conversion and resize, per-frame swscale
 context) on the same frames in this process. Sparse recipes also run with --no-seek, to show
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import subprocess
 import tempfile
 import time
@@ -40,16 +43,30 @@ from aqa_pipeline.synthetic import moving_square, write_video
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
 
-def raw_decode(paths: list[Path]) -> tuple[int, float]:
-    """(frames, seconds) decoding every frame of `paths`, no conversion."""
-    n, t0 = 0, time.perf_counter()
+def raw_decode(paths: list[Path]) -> tuple[int, float, float]:
+    """(frames, seconds, CPU seconds) decoding every frame of `paths`, no conversion."""
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     for path in paths:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for _ in container.decode(stream):
                 n += 1
-    return n, time.perf_counter() - t0
+    return n, time.perf_counter() - t0, time.process_time() - c0
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the decode workers)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def load_average() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
 
 
 def previous_path(folder: Path, recipe) -> tuple[int, float]:
@@ -94,18 +111,27 @@ def measure(
 ) -> None:
     recipe = load_recipe(recipe_name)
     paths = [s.path for s in discover_sources(folder)]
-    raw_n, raw_before = raw_decode(paths)
+    load = load_average()
+    raw_n, raw_before, cpu_before = raw_decode(paths)
     job = ExtractJob(recipe=recipe, input=str(folder), output=Path("unused.h5"), workers=1,
                      decoder=decoder, seek=seek)  # fmt: skip
+    c0 = cpu_seconds()
     report = run_decode_only(job, progress=False)
-    _, raw_after = raw_decode(paths)
+    pipeline_cpu = cpu_seconds() - c0
+    _, raw_after, cpu_after = raw_decode(paths)
     raw_s = (raw_before + raw_after) / 2
     raw_fps = raw_n / raw_s
     st = report.stats
     print(f"\n{name} | {recipe_name} | decoder {decoder} | {'seek' if seek else 'no seek'} | "
-          "1 worker")  # fmt: skip
+          f"1 worker | load average {load} -> {load_average()}")  # fmt: skip
     print(f"  raw decode: {raw_n} frames in {raw_s:.2f} s = {raw_fps:.0f} frames/s "
           f"(before {raw_before:.2f} s, after {raw_after:.2f} s)")  # fmt: skip
+    raw_cpu = (cpu_before + cpu_after) / 2
+    frames = max(report.sampled_frames, 1)
+    print(f"  CPU (all processes): raw decode {raw_cpu:.2f} s, {raw_cpu / raw_n * 1e3:.3f} ms "
+          f"per frame; decode-only {pipeline_cpu:.2f} s, {pipeline_cpu / frames * 1e3:.3f} ms "
+          f"per sampled frame; CPU ratio per frame {raw_cpu / raw_n / (pipeline_cpu / frames):.3f}"
+          f", per run {raw_cpu / pipeline_cpu:.3f}")  # fmt: skip
     print(f"  decode-only: {report.n_clips} clips, {report.sampled_frames} sampled frames in "
           f"{report.seconds:.2f} s = {report.clips_per_s:.2f} clips/s, "
           f"{report.frames_per_s:.0f} sampled frames/s; {st.frames_decoded} frames decoded, "
@@ -140,9 +166,7 @@ def main() -> None:
                    if line.startswith("Model name"))  # fmt: skip
     except (OSError, StopIteration):
         pass
-    with open("/proc/loadavg") as fh:
-        load = fh.read().split()[:3]
-    print(f"CPU {cpu}; load average {' '.join(load)}; PyAV {av.__version__}")
+    print(f"CPU {cpu}; load average {load_average()}; PyAV {av.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         inputs: dict[str, Path] = {}
         if not args.no_shared and SHARED_VIDEOS.is_dir():
