@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from aqa_pipeline.provenance import describe_cpu
 
 # Base-size configs: VideoMAE-B as published (16 x 224 x 224, ViT-B); V-JEPA 2's encoder at
 # ViT-B width/depth on 16 frames of 224 (its own ViT-L at 64 x 256 is ~16x the work per clip).
@@ -42,14 +43,6 @@ CONFIGS = {
          "crop_size": 224, "frames_per_clip": 16, "pred_num_hidden_layers": 1},
     ),
 }  # fmt: skip
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no lscpu)"
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown")  # fmt: skip
 
 
 def load() -> str:
@@ -172,7 +165,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     import transformers
 
-    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    print(f"CPU: {describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"transformers {transformers.__version__}; load before: {load()}")  # fmt: skip
     for name in args.models:
         r = bench_model(name, args.batch, args.rounds, args.end_to_end)

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,21 +36,13 @@ from bench_dae import synthetic
 
 from aqa_pipeline.features import write_features
 from aqa_pipeline.launch import LaunchOptions
+from aqa_pipeline.provenance import describe_cpu
 from aqa_pipeline.results import rundir
 from aqa_pipeline.train import run_training
 from aqa_pipeline.train.tune import make_space, plan_tune, run_tune
 
 GRID = {"optim.lr": [1e-4, 3e-4, 1e-3], "optim.weight_decay": [1e-5, 1e-4],
         "head.loss": ["stable", "v1"]}  # fmt: skip
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))  # fmt: skip
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -70,7 +60,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--out", type=Path, default=None, help="keep the files here (default: temp)")
     args = ap.parse_args()
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
+    print(f"CPU: {describe_cpu()}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     base = {
         "head": {"name": "dae", "loss": "stable"},
@@ -115,7 +105,7 @@ def main() -> None:
             print(f"tune wall / sum of the trials' training time alone: {ratio:.3f} "
                   f"(target <= 1.1: {'met' if ratio <= 1.1 else 'NOT met'}); "
                   f"/ their wall time alone: {wall / alone_wall:.3f}")  # fmt: skip
-        rundir.write_json(tune_dir / "bench.json", {"cpu": cpu_model(), "wall": wall,
+        rundir.write_json(tune_dir / "bench.json", {"cpu": describe_cpu(), "wall": wall,
                           "train_seconds_in_tune": in_tune, "jobs": args.jobs,
                           "args": {k: str(v) for k, v in vars(args).items()}})  # fmt: skip
         print(f"load average now {os.getloadavg()[0]:.1f}")

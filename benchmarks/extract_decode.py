@@ -23,9 +23,7 @@ what seeking to keyframes gains. Inputs: ../shared/data/videos when present
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ from aqa_pipeline.extract.recipe import load_recipe
 from aqa_pipeline.extract.runner import ExtractJob, run_decode_only
 from aqa_pipeline.extract.sampling import plan_clips
 from aqa_pipeline.extract.sources import discover_sources
+from aqa_pipeline.provenance import describe_cpu
 from aqa_pipeline.synthetic import moving_square, write_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -159,14 +158,7 @@ def main() -> None:
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--no-previous", action="store_true", help="skip the previous-path runs")
     args = ap.parse_args()
-    cpu = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        cpu = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                   if line.startswith("Model name"))  # fmt: skip
-    except (OSError, StopIteration):
-        pass
-    print(f"CPU {cpu}; load average {load_average()}; PyAV {av.__version__}")
+    print(f"CPU {describe_cpu()}; load average {load_average()}; PyAV {av.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         inputs: dict[str, Path] = {}
         if not args.no_shared and SHARED_VIDEOS.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,14 @@ def test_cli_train_writes_a_complete_run_dir(tmp_path):
     assert resolved["train"]["seeds"] == [0, 1] and resolved["train"]["epochs"] == 3
     env = json.loads((run / "environment.json").read_text())
     assert "git_commit" in env and {"torch", "numpy", "python"} <= set(env["versions"])
+    cpu = env["cpu"]  # speed figures depend on it: the model, cores and bf16-relevant flags
+    assert cpu["model"] and cpu["cores"] >= 1 and set(cpu["flags"]) <= {
+        "avx2", "avx512f", "avx512_bf16", "amx_bf16"}  # fmt: skip
+    if Path("/proc/cpuinfo").is_file():
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                     if ln.startswith("flags")).split()  # fmt: skip
+        assert ("amx_bf16" in cpu["flags"]) == ("amx_bf16" in flags)
+        assert ("avx2" in cpu["flags"]) == ("avx2" in flags)
     rows = read_rows(run / "predictions.csv")
     assert list(rows[0]) == [
         "video_id",
