@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from torch import nn
 
+from aqa_pipeline.train.heads.layers import Attention
+
 
 class DecoderLayerParts(nn.Module):
-    """Self-attention, cross-attention, a ReLU FFN, three LayerNorms and three dropouts
-    (d = dim); subclasses decide where the norms and residuals go in forward()."""
+    """Self-attention, cross-attention (`Attention`, nn.MultiheadAttention's parameters), a
+    ReLU FFN, three LayerNorms and three dropouts (d = dim); subclasses decide where the norms
+    and residuals go in forward()."""
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.self_attn = Attention(dim, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = Attention(dim, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
         )

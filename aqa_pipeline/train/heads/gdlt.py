@@ -44,6 +44,7 @@ from aqa_pipeline.train.heads.authors import AuthorsLayout
 from aqa_pipeline.train.heads.base import Head
 from aqa_pipeline.train.heads.common import ScoreDistOptions, use_fast_dropout
 from aqa_pipeline.train.heads.decoder import DecoderLayerParts
+from aqa_pipeline.train.heads.layers import as_attention
 from aqa_pipeline.train.heads.registry import register_head
 from aqa_pipeline.train.losses_longform import hardest_triplet_loss
 
@@ -78,11 +79,18 @@ class PostNormDecoderLayer(DecoderLayerParts):
     weights (B, Q, T), averaged over heads."""
 
     def forward(
-        self, q: Tensor, memory: Tensor, memory_pad: Tensor | None
+        self,
+        q: Tensor,
+        memory: Tensor,
+        memory_pad: Tensor | None,
+        memory_rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """q (B, Q, d), memory (B, T, d), memory_pad (B, T) True = padding."""
+        """q (B, Q, d), memory (B, T, d), memory_pad (B, T) True = padding; memory_rows:
+        `Attention.rows_for` of the memory, shared by the layers."""
         q = self.norm1(q + self.drop1(self.self_attn(q, q, q, need_weights=False)[0]))
-        a, weights = self.cross_attn(q, memory, memory, key_padding_mask=memory_pad)
+        a, weights = self.cross_attn(
+            q, memory, memory, key_padding_mask=memory_pad, key_rows=memory_rows
+        )
         q = self.norm2(q + self.drop2(a))
         q = self.norm3(q + self.drop3(self.ffn(q)))
         return q, weights
@@ -167,6 +175,8 @@ class GDLT(Head):
             nn.TransformerEncoderLayer(hidden_dim, num_heads, ffn_dim, dropout, batch_first=True)
             for _ in range(o.num_encoder_layers)
         )
+        for layer in self.encoder:
+            as_attention(layer.self_attn)
         self.encoder_norm = nn.LayerNorm(hidden_dim)
         self.decoder = nn.ModuleList(
             PostNormDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout)
@@ -206,8 +216,9 @@ class GDLT(Head):
             h = layer(h, src_key_padding_mask=pad)
         memory = self.encoder_norm(h)
         q = self.grade_queries.weight[None].expand(b, -1, -1)
+        rows = self.decoder[0].cross_attn.rows_for(q, memory, pad)  # shared by the layers
         for layer in self.decoder:
-            q, attn = layer(q, memory, pad)
+            q, attn = layer(q, memory, pad, rows)
         q = self.decoder_norm(q)  # (B, G, d)
         logits = (q * self.regressor.weight).sum(-1) + self.regressor.bias  # diag of Linear
         p = torch.sigmoid(logits.float())

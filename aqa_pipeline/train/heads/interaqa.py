@@ -181,8 +181,10 @@ class PreNormDecoderLayer(DecoderLayerParts):
         pos: Tensor,
         query_pad: Tensor | None,
         memory_pad: Tensor | None,
+        memory_rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, Q, D), memory (B, T, D), pos (B or 1, Q, D); *_pad (B, Q|T) True = padding."""
+        """x (B, Q, D), memory (B, T, D), pos (B or 1, Q, D); *_pad (B, Q|T) True = padding;
+        memory_rows: `Attention.rows_for` of the memory, shared by the layers."""
         h = self.norm1(x)
         qk = h + pos
         a_self = self.self_attn(qk, qk, h, key_padding_mask=query_pad, need_weights=False)[0]
@@ -192,7 +194,12 @@ class PreNormDecoderLayer(DecoderLayerParts):
             x = x + self.drop1(a_self)
         h = self.norm2(x)
         a_cross = self.cross_attn(
-            h + pos, memory, memory, key_padding_mask=memory_pad, need_weights=False
+            h + pos,
+            memory,
+            memory,
+            key_padding_mask=memory_pad,
+            need_weights=False,
+            key_rows=memory_rows,
         )[0]
         x = x + self.drop2(a_cross)
         x = x + self.drop3(self.ffn(self.norm3(x)))
@@ -301,9 +308,10 @@ class InterAQA(Head):
             mask = None
         pad = None if mask is None or bool(mask.all()) else ~mask
         tgt, pos = self._queries(b, t, x)
+        rows = self.layers[0].cross_attn.rows_for(tgt, x, pad, need_weights=False)
         out, self_outs, cross_outs = tgt, [], []
         for layer in self.layers:
-            out, a_self, a_cross = layer(out, x, pos, pad, pad)
+            out, a_self, a_cross = layer(out, x, pos, pad, pad, rows)
             self_outs.append(a_self)
             cross_outs.append(a_cross)
         out = self.norm(out)
