@@ -325,6 +325,10 @@ def test_tasks_in_a_cpu_pool_return_results_in_order_and_errors():
     assert [outcomes[k].result for k in (0, 1, 3)] == [None, 4.0, 7]
     assert outcomes[2].error.startswith("ValueError: invalid literal")
     assert run_here_or_in_pool([(math.sqrt, 9.0)], 2, lambda k, o: None)[0].result == 3.0
+    # a worker that dies (here: exits at once, as one killed for memory would) is an error,
+    # not a hang
+    died = run_here_or_in_pool([(os._exit, 3), (time.sleep, 0.1)], 2, lambda k, o: None)
+    assert died[0].error.startswith("BrokenProcessPool")
 
 
 def test_ctrl_c_terminates_the_cpu_pool():

@@ -25,13 +25,13 @@ import logging
 import multiprocessing
 import os
 import pickle
-import queue
 import signal
 import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -100,28 +100,27 @@ def _set_torch_threads(threads: int) -> None:
 def run_in_pool(tasks: Sequence[Task], jobs: int, notify: Notify) -> list[TaskOutcome]:
     """The tasks in `jobs` spawned worker processes, each with cores // jobs torch threads
     (a task may still set its own); `notify` is called as each ends. A task's exception is
-    its outcome's error. On an interruption the workers are terminated and it propagates
-    (what the tasks saved is theirs to resume)."""
+    its outcome's error, as is a worker's death (BrokenProcessPool: e.g. killed for memory).
+    On an interruption the workers are terminated and it propagates (what the tasks saved
+    is theirs to resume)."""
     threads = max(1, available_cores() // jobs)
-    done: queue.SimpleQueue = queue.SimpleQueue()
+    pool = ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn"), _set_torch_threads,
+                               (threads,))  # fmt: skip
     outcomes: dict[int, TaskOutcome] = {}
-    pool = multiprocessing.get_context("spawn").Pool(jobs, _set_torch_threads, (threads,))
     try:
-        for k, task in enumerate(tasks):
-            pool.apply_async(call_task, (task,),
-                             callback=lambda result, k=k: done.put((k, result, None)),
-                             error_callback=lambda exc, k=k: done.put((k, None, exc)))  # fmt: skip
-        for _ in tasks:
-            k, result, exc = done.get()
+        futures = {pool.submit(call_task, task): k for k, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            k, exc = futures[future], future.exception()
             outcomes[k] = TaskOutcome(k, error=describe_error(exc)) if exc else TaskOutcome(
-                k, result=result)  # fmt: skip
+                k, result=future.result())  # fmt: skip
             notify(k, outcomes[k])
-        pool.close()
     except BaseException:
-        pool.terminate()
+        # no public way to stop a running task: terminate this process's workers
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
-    finally:
-        pool.join()
+    pool.shutdown()
     return [outcomes[k] for k in range(len(tasks))]
 
 
