@@ -124,6 +124,7 @@ def finished_run(tmp_path):
         ("train.epochs=2.7", ["train.epochs = 2.7", "fractional"]),
         ("train.epoch=3", ["unknown key train.epoch", "did you mean epochs?"]),
         ("head.hiden=[8]", ["head.hiden", "did you mean hidden?"]),
+        ("data.crop_starts=last", ["data.crop_starts = 'last'", "'all' or 'authors'"]),
     ],
 )
 def test_train_refuses_bad_values_and_leaves_a_finished_run_untouched(
